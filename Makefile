@@ -1,0 +1,54 @@
+# The two commands a new user types are `make demo` and `make test`; both set the project up
+# first when .venv is missing.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+SAM_VENV := .tools/sam
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup test unit integration e2e lint stack demo bench clean
+
+setup: $(STAMP) $(SAM_VENV)/bin/sam
+
+$(STAMP): pyproject.toml requirements-dev.txt layers/fraudlib/requirements.txt training_job/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -r training_job/requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(SAM_VENV)/bin/sam: requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+integration: setup
+	$(PY) -m pytest tests/integration
+
+e2e: setup
+	$(PY) -m pytest tests/e2e
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
+
+stack: setup
+	$(PY) -m devstack.stack
+
+demo: setup
+	$(PY) -m devstack.demo
+
+bench: setup
+	$(PY) bench/drift_bench.py
+
+clean:
+	rm -rf .stack .pytest_cache .ruff_cache

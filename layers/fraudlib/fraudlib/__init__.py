@@ -1,0 +1,9 @@
+"""Shared library of the fraud-detection service.
+
+Core modules (``schema``, ``features``, ``batch``, ``profile``, ``drift``, ``report``,
+``synthetic``, ``layout``, ``config``) are pure Python + NumPy/SciPy and import no AWS SDK.
+AWS access lives in ``aws``, ``store``, ``coordination`` and ``launcher``; ``ingest`` wires
+the drift use case together behind those interfaces.
+"""
+
+__version__ = "0.1.0"
