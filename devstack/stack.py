@@ -1,0 +1,214 @@
+"""The embedded stack: ``make stack``.
+
+* an AWS API endpoint: moto's server on 127.0.0.1:4566 (LocalStack's port), or, when
+  ``AWS_ENDPOINT_URL`` is set, that endpoint (LocalStack, or AWS itself) and no moto;
+* the resources of template.yaml, created by :mod:`devstack.provision`;
+* Lambda's part: an SQS poller per SQS event source of the template, invoking the function's
+  handler in-process with the function's environment from the template;
+* ``.stack/outputs.json`` with the template's Outputs (and the endpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from devstack.cfn import DEFAULT_STACK_NAME, ResolvedStack, load_template
+from devstack.poller import SqsEventSourcePoller
+from devstack.provision import provision
+from fraudlib import aws
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORT = 4566
+DEFAULT_STATE_DIR = REPO_ROOT / ".stack"
+log = logging.getLogger("devstack")
+
+# Credentials for an emulator; real ones in the environment are never overridden.
+_EMULATOR_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def load_function_module(code_uri: str, handler: str, env: dict[str, str]) -> ModuleType:
+    """Import a function's handler module fresh, with its environment set first.
+
+    Handlers read their settings at import (cold start), so the environment goes in before.
+    """
+    os.environ.update(env)
+    module_name, _ = handler.rsplit(".", 1)
+    path = REPO_ROOT / code_uri / f"{module_name}.py"
+    spec = importlib.util.spec_from_file_location(f"_lambda_{path.parent.name}_{module_name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class EmbeddedStack:
+    """Start, use and stop the whole data path of the template on one endpoint.
+
+    Parameters
+    ----------
+    stack_name : str
+        Names resources as ``sam deploy --stack-name`` would.
+    port : int or None
+        Port of the embedded moto server (``None``: a free one); ignored when
+        ``AWS_ENDPOINT_URL`` is set.
+    state_dir : Path
+        Where outputs.json and the local training jobs' logs go.
+    function_env : dict
+        Extra environment for the functions (e.g. drift settings for a test).
+    """
+
+    def __init__(
+        self,
+        stack_name: str = DEFAULT_STACK_NAME,
+        port: int | None = DEFAULT_PORT,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        function_env: dict[str, str] | None = None,
+        retry_delay_s: int = 1,
+    ) -> None:
+        self.stack_name = stack_name
+        self.port = port
+        self.state_dir = Path(state_dir)
+        self.function_env = dict(function_env or {})
+        self.retry_delay_s = retry_delay_s
+        self.resolved = ResolvedStack(load_template(), stack_name=stack_name)
+        self.outputs: dict[str, str] = {}
+        self.endpoint_url = ""
+        self.modules: dict[str, ModuleType] = {}
+        self._moto: Any = None
+        self._pollers: list[SqsEventSourcePoller] = []
+
+    # -- endpoint -------------------------------------------------------------------
+    def _start_endpoint(self) -> None:
+        external = os.environ.get("AWS_ENDPOINT_URL", "")
+        if external and self._moto is None:
+            self.endpoint_url = external
+            log.info("using the AWS endpoint in AWS_ENDPOINT_URL: %s (no moto started)", external)
+        else:
+            from moto.server import ThreadedMotoServer
+
+            port = self.port or free_port()
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            self._moto.start()
+            self.endpoint_url = f"http://127.0.0.1:{port}"
+            os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
+            log.info("embedded moto server on %s", self.endpoint_url)
+        for name, value in _EMULATOR_ENV.items():
+            os.environ.setdefault(name, value)
+
+    # -- functions ------------------------------------------------------------------
+    def function_environment(self, logical_id: str) -> dict[str, str]:
+        env = self.resolved.function_environment(logical_id)
+        env.update(
+            TRAINING_BACKEND="local",
+            LOCAL_TRAINING_LOG_DIR=str(self.state_dir / "jobs"),
+            POWERTOOLS_TRACE_DISABLED="true",
+            AWS_ENDPOINT_URL=self.endpoint_url,
+        )
+        env.update(self.function_env)
+        return env
+
+    def _start_functions(self) -> None:
+        sqs = aws.client("sqs", self.resolved.region)
+        for logical_id in self.resolved.of_type("AWS::Serverless::Function"):
+            props = self.resolved.properties(logical_id)
+            sqs_events = [e for e in props.get("Events", {}).values() if e["Type"] == "SQS"]
+            if not sqs_events:
+                continue
+            module = load_function_module(
+                props["CodeUri"], props["Handler"], self.function_environment(logical_id)
+            )
+            self.modules[logical_id] = module
+            handler = getattr(module, props["Handler"].rsplit(".", 1)[1])
+            for event in sqs_events:
+                queue_logical_id = event["Properties"]["Queue"]["Fn::GetAtt"][0]
+                poller = SqsEventSourcePoller(
+                    sqs,
+                    queue_url=self.resolved.queue_url(queue_logical_id),
+                    queue_arn=self.resolved.get_att(queue_logical_id, "Arn"),
+                    region=self.resolved.region,
+                    handler=handler,
+                    function_name=self.resolved.physical_name(logical_id),
+                    batch_size=int(event["Properties"].get("BatchSize", 10)),
+                    retry_delay_s=self.retry_delay_s,
+                )
+                poller.start()
+                self._pollers.append(poller)
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> EmbeddedStack:
+        self._start_endpoint()
+        self.outputs = provision(self.resolved)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._start_functions()
+        self.write_outputs()
+        return self
+
+    def write_outputs(self) -> Path:
+        path = self.state_dir / "outputs.json"
+        document = {**self.outputs, "EndpointUrl": self.endpoint_url, "StackName": self.stack_name}
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def stop(self) -> None:
+        for poller in self._pollers:
+            poller.stop()
+        self._pollers.clear()
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the embedded AWS stack of template.yaml.")
+    parser.add_argument("--stack-name", default=DEFAULT_STACK_NAME)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="moto server port (default 4566)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop_requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
+    stack = EmbeddedStack(stack_name=args.stack_name, port=args.port)
+    try:
+        stack.start()
+    except OSError as exc:
+        print(f"could not start the embedded stack: {exc}", file=sys.stderr)
+        stack.stop()
+        return 1
+    print(f"embedded stack {args.stack_name} is up on {stack.endpoint_url}")
+    print(json.dumps({**stack.outputs, "EndpointUrl": stack.endpoint_url}, indent=2))
+    print(f"outputs written to {stack.state_dir / 'outputs.json'}; Ctrl-C or SIGTERM stops it")
+    stop_requested.wait()
+    print("stopping the embedded stack")
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
