@@ -172,7 +172,8 @@ def ks_p_value(statistic: float, n_reference: int, n_batch: int, method: PValueM
     """Two-sided p-value of a two-sample KS statistic; see :class:`PValueMethod`."""
     effective_n = n_reference * n_batch / (n_reference + n_batch)
     if method is PValueMethod.EXACT:
-        p = stats.kstwo.sf(statistic, np.round(effective_n))
+        # At least 1: for two single values the rounded size would be 0 (scipy divides by it).
+        p = stats.kstwo.sf(statistic, max(1.0, float(np.round(effective_n))))
     else:
         p = stats.kstwobign.sf(np.sqrt(effective_n) * statistic)
     return float(np.clip(p, 0.0, 1.0))

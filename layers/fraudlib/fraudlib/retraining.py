@@ -69,7 +69,12 @@ class RetrainingScheduler:
     def request(self, batch_ref: BatchRef, drift_report_key: str) -> LaunchOutcome:
         """Ask for a training job because ``batch_ref`` drifted."""
         if not self._coordinator.claim_batch(batch_ref):
-            return LaunchOutcome(LaunchStatus.DUPLICATE, None, None)
+            # A redelivery: report the job the first delivery started, start nothing.
+            claim = self._coordinator.claim_of(batch_ref) or {}
+            job_id = claim.get("job_id") or None
+            return LaunchOutcome(
+                LaunchStatus.DUPLICATE, job_id, launch_record_key(job_id) if job_id else None
+            )
         try:
             return self._launch_claimed(batch_ref, drift_report_key)
         except BaseException:

@@ -41,7 +41,8 @@ def _times_s(rng: np.random.Generator, n_rows: int, start_s: float, duration_s: 
         kept = draw[accept][:needed]
         times.append(kept)
         needed -= kept.shape[0]
-    return np.sort(np.concatenate(times))
+    # Whole seconds, as in the real data.
+    return np.floor(np.sort(np.concatenate(times)))
 
 
 def generate_transactions(
@@ -99,6 +100,10 @@ def generate_transactions(
         else:
             columns[name] = columns[name] + amount * PCA_SD[name]
     columns[AMOUNT_COLUMN] = np.round(np.expm1(np.clip(log_amount, 0.0, 10.0)), 2)
+    for name in PCA_COLUMNS:
+        # 12 decimals, like the real file's 13-15 significant digits; also makes the CSV
+        # written by to_csv_bytes read back bit for bit.
+        columns[name] = np.round(columns[name], 12)
     ordered = {name: columns[name] for name in FEATURE_COLUMNS}
     if labelled:
         ordered[LABEL_COLUMN] = is_fraud.astype(np.int8)
