@@ -189,12 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the embedded AWS stack of template.yaml.")
     parser.add_argument("--stack-name", default=DEFAULT_STACK_NAME)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="moto server port (default 4566)")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where outputs.json goes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     stop_requested = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop_requested.set())
-    stack = EmbeddedStack(stack_name=args.stack_name, port=args.port)
+    stack = EmbeddedStack(stack_name=args.stack_name, port=args.port, state_dir=args.state_dir)
     try:
         stack.start()
     except OSError as exc:
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"embedded stack {args.stack_name} is up on {stack.endpoint_url}")
     print(json.dumps({**stack.outputs, "EndpointUrl": stack.endpoint_url}, indent=2))
-    print(f"outputs written to {stack.state_dir / 'outputs.json'}; Ctrl-C or SIGTERM stops it")
+    print(f"outputs written to {stack.state_dir / 'outputs.json'}; Ctrl-C or SIGTERM stops it", flush=True)
     stop_requested.wait()
     print("stopping the embedded stack")
     stack.stop()

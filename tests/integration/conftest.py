@@ -1,6 +1,5 @@
 import hashlib
 import json
-import sys
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -10,10 +9,7 @@ from devstack.poller import LambdaContext
 from devstack.provision import provision
 from devstack.stack import load_function_module
 from fraudlib import aws
-from fraudlib.layout import CHAMPION_POINTER_KEY, reference_profile_key
-from fraudlib.pointer import ChampionPointer
-from fraudlib.profile import build_reference_profile
-from fraudlib.synthetic import generate_transactions
+from tests.helpers import publish_champion, sleep_command
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -36,11 +32,6 @@ def incoming_bucket(outputs):
 @pytest.fixture
 def artifacts_bucket(outputs):
     return outputs["ArtifactsBucketName"]
-
-
-def sleep_command(seconds: float) -> str:
-    """A stand-in training job for launch tests: a real process that runs for a while."""
-    return f"{sys.executable} -c 'import time; time.sleep({seconds})'"
 
 
 @pytest.fixture
@@ -67,16 +58,7 @@ def load_drift_handler(monkeypatch, resolved_stack, outputs, tmp_path):
 @pytest.fixture
 def champion(s3, artifacts_bucket):
     """A promoted model's reference profile and pointer, as the training job leaves them."""
-    profile = build_reference_profile(
-        generate_transactions(20_000, seed=100), model_version="v1", data_hash="h1"
-    )
-    s3.put_object(Bucket=artifacts_bucket, Key=reference_profile_key("v1"), Body=profile.to_bytes())
-    s3.put_object(
-        Bucket=artifacts_bucket,
-        Key=CHAMPION_POINTER_KEY,
-        Body=ChampionPointer.for_version("v1", "2026-12-01T00:00:00+00:00").to_json(),
-    )
-    return profile
+    return publish_champion(s3, artifacts_bucket)
 
 
 def sqs_event(bucket: str, key: str, etag: str, message_id: str = "19dd0b57-b21e-4ac1-bd88-01bbb068cb78"):
@@ -110,13 +92,3 @@ def deliver(incoming_bucket):
         )
 
     return invoke
-
-
-def read_json(s3, bucket: str, key: str):
-    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def list_keys(s3, bucket: str, prefix: str = ""):
-    return sorted(
-        item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    )

@@ -3,7 +3,6 @@ API (embedded moto, or AWS_ENDPOINT_URL)."""
 
 import gzip
 import json
-import time
 from pathlib import Path
 from urllib.parse import unquote_plus
 
@@ -13,7 +12,8 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from fraudlib.config import SettingsError
 from fraudlib.synthetic import generate_transactions, to_csv_bytes
-from tests.integration.conftest import EVENTS, list_keys, read_json, sleep_command
+from tests.helpers import list_keys, read_json, sleep_command, wait_for
+from tests.integration.conftest import EVENTS
 
 CLEAN = to_csv_bytes(generate_transactions(3000, seed=1, start_time_s=2 * 86_400))
 DRIFTED = to_csv_bytes(generate_transactions(3000, seed=2, shift={"V4": 0.8, "Amount": 0.6}))
@@ -59,16 +59,6 @@ def test_clean_batch_gets_a_no_drift_report(
     assert "time of day" in report["time_note"]
     assert set(report["timings_s"]) == {"read_validate", "ks", "total"}
     assert list_keys(s3, artifacts_bucket, "records/launches/") == []
-
-
-def wait_for(predicate, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def test_drift_starts_one_job_however_often_the_event_comes(

@@ -1,0 +1,65 @@
+"""`make stack` as a user runs it: a process that serves the stack until SIGTERM."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from devstack.stack import free_port
+from fraudlib.synthetic import generate_transactions, to_csv_bytes
+from tests.helpers import list_keys, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def test_stack_process_serves_uploads_and_stops_on_sigterm(tmp_path, stack_name):
+    # With AWS_ENDPOINT_URL set (LocalStack, or the session's moto) the stack uses it;
+    # without, it starts its own moto server, as for a user.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack.stack",
+            "--port",
+            str(free_port()),
+            "--state-dir",
+            str(tmp_path),
+            "--stack-name",
+            stack_name,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        outputs_path = tmp_path / "outputs.json"
+        wait_for(outputs_path.exists, timeout_s=60)
+        outputs = json.loads(outputs_path.read_text())
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=outputs["EndpointUrl"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        s3.put_object(
+            Bucket=outputs["IncomingBucketName"],
+            Key="incoming/from boto3.csv",
+            Body=to_csv_bytes(generate_transactions(1000, seed=5)),
+        )
+        reports = wait_for(lambda: list_keys(s3, outputs["ArtifactsBucketName"], "reports/drift/") or None)
+        assert reports[0].startswith("reports/drift/from boto3.csv.")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "is up on" in output and "stopping the embedded stack" in output

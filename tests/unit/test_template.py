@@ -1,0 +1,114 @@
+"""template.yaml is valid for the AWS tools, and wired the way the code expects."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.cfn import ResolvedStack, load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tool(name: str, *candidates: Path) -> str:
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: run `make setup`")
+    return found
+
+
+def test_cfn_lint_is_clean():
+    cfn_lint = _tool("cfn-lint", Path(sys.executable).parent / "cfn-lint")
+    result = subprocess.run(
+        [cfn_lint, "template.yaml"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sam_validate_lint_is_clean():
+    sam = _tool("sam", ROOT / ".tools/sam/bin/sam")
+    result = subprocess.run(
+        [sam, "validate", "--lint", "--template", "template.yaml", "--region", "us-east-1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SAM_CLI_TELEMETRY": "0"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def stack():
+    return ResolvedStack(load_template(), stack_name="fraud-detection")
+
+
+def test_incoming_csv_and_csv_gz_notify_the_queue(stack):
+    notifications = stack.resolve(stack.properties("IncomingBucket"))["NotificationConfiguration"]
+    rules = [
+        {rule["Name"]: rule["Value"] for rule in item["Filter"]["S3Key"]["Rules"]}
+        for item in notifications["QueueConfigurations"]
+    ]
+    assert rules == [{"prefix": "incoming/", "suffix": ".csv"}, {"prefix": "incoming/", "suffix": ".csv.gz"}]
+    queue_arn = stack.get_att("IncomingQueue", "Arn")
+    assert all(item["Queue"] == queue_arn for item in notifications["QueueConfigurations"])
+
+
+def test_queue_has_a_dead_letter_queue(stack):
+    redrive = stack.resolve(stack.properties("IncomingQueue"))["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == stack.get_att("IncomingDeadLetterQueue", "Arn")
+    assert redrive["maxReceiveCount"] >= 1
+
+
+def test_drift_function_event_source_reports_partial_failures(stack):
+    function = stack.properties("DriftFunction")
+    (event,) = function["Events"].values()
+    assert event["Type"] == "SQS"
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert function["Layers"] == [{"Ref": "FraudLibLayer"}]
+    assert function["Handler"] == "app.lambda_handler"
+    assert (ROOT / function["CodeUri"] / "app.py").exists()
+
+
+def test_function_environment_names_the_resources(stack):
+    env = stack.function_environment("DriftFunction")
+    outputs = stack.outputs()
+    assert env["INCOMING_BUCKET"] == outputs["IncomingBucketName"]
+    assert env["ARTIFACTS_BUCKET"] == outputs["ArtifactsBucketName"]
+    assert env["LOCK_TABLE"] == outputs["TrainingLockTableName"]
+    assert env["TRAINING_ROLE_ARN"] == outputs["TrainingRoleArn"]
+
+
+def _statements(stack, logical_id):
+    props = stack.properties(logical_id)
+    documents = [p["PolicyDocument"] for p in props.get("Policies", []) if "PolicyDocument" in p]
+    documents += [p for p in props.get("Policies", []) if "Statement" in p]
+    return [statement for document in documents for statement in document["Statement"]]
+
+
+@pytest.mark.parametrize("logical_id", ["DriftFunction", "TrainingRole"])
+def test_no_wildcard_actions(stack, logical_id):
+    for statement in _statements(stack, logical_id):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all("*" not in action for action in actions), statement
+
+
+def test_drift_function_writes_only_its_prefixes(stack):
+    puts = [s for s in _statements(stack, "DriftFunction") if "s3:PutObject" in s["Action"]]
+    resources = [
+        stack.resolve(r)
+        for s in puts
+        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    ]
+    assert sorted(r.split(":::", 1)[1].split("/", 1)[1] for r in resources) == [
+        "quarantine/*",
+        "records/*",
+        "reports/*",
+    ]
