@@ -67,6 +67,7 @@ def drift_report(
         drifted=result.drifted,
         rule=result.rule,
         fired=result.fired,
+        p_value_method=result.p_value_method.value,
         time_note=TIME_OF_DAY_NOTE if result.time_mode is TimeMode.TIME_OF_DAY else RAW_TIME_NOTE,
         reference={
             "model_version": profile.model_version,
