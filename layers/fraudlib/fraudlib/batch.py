@@ -399,7 +399,7 @@ def _read_blocks(
             line=2,
             expected="at least one data row",
         )
-    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)
 
 
 def read_batch(raw: BinaryIO, *, source: str, limits: BatchLimits | None = None) -> Batch:
@@ -445,6 +445,9 @@ def read_batch(raw: BinaryIO, *, source: str, limits: BatchLimits | None = None)
             f"{source} is corrupt gzip data: {exc}", code="corrupt_gzip", expected="valid gzip"
         ) from exc
     labels = values[:, columns.index(LABEL_COLUMN)].astype(np.int8) if LABEL_COLUMN in columns else None
-    order = [columns.index(name) for name in FEATURE_COLUMNS]
-    features = np.ascontiguousarray(values[:, order])
+    # Column-major, so that each feature is one contiguous array: the drift tests sort and
+    # search column by column. pandas' blocks are column-major already.
+    features = np.empty((values.shape[0], len(FEATURE_COLUMNS)), dtype=np.float64, order="F")
+    for position, name in enumerate(FEATURE_COLUMNS):
+        features[:, position] = values[:, columns.index(name)]
     return Batch(features=features, labels=labels, source_columns=columns)

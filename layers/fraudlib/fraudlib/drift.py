@@ -151,6 +151,30 @@ class DriftResult:
         return [f.feature for f in self.features if f.drifted]
 
 
+def _sup_distance_at(points: np.ndarray, other: np.ndarray) -> float:
+    """``sup |F_points - F_other|`` evaluated at the jumps of ``points`` (both sorted).
+
+    The supremum of ``F_points - F_other`` is reached at a value of ``points`` (right
+    limits), and the supremum of ``F_other - F_points`` just before one (left limits), so
+    the values of ``points`` are the only places to look. Within a run of tied values the
+    last position gives the true right limit and the first the true left limit; the max
+    over the run takes care of the rest.
+    """
+    n_points = points.shape[0]
+    n_other = other.shape[0]
+    rank = np.arange(1, n_points + 1, dtype=np.float64)
+    other_at_or_below = np.searchsorted(other, points, side="right")
+    # "below" differs from "at or below" only where a value of ``points`` equals one of
+    # ``other``; search again just for those (continuous features have next to none).
+    tied = np.flatnonzero(other[np.maximum(other_at_or_below - 1, 0)] == points)
+    tied = tied[other_at_or_below[tied] > 0]
+    other_below = other_at_or_below.copy()
+    other_below[tied] = np.searchsorted(other, points[tied], side="left")
+    points_over_other = np.max(rank / n_points - other_at_or_below / n_other)
+    other_over_points = np.max(other_below / n_other - (rank - 1.0) / n_points)
+    return float(max(points_over_other, other_over_points, 0.0))
+
+
 def ks_statistic(reference_sorted: np.ndarray, sample: np.ndarray) -> float:
     """Two-sample KS statistic, exactly as ``scipy.stats.ks_2samp`` computes it, ties included.
 
@@ -168,26 +192,14 @@ def ks_statistic(reference_sorted: np.ndarray, sample: np.ndarray) -> float:
 
     Notes
     -----
-    Only the batch is sorted, and the reference is searched once per batch value: the
-    supremum of ``F_sample - F_ref`` is reached at a batch value (right limits), and the
-    supremum of ``F_ref - F_sample`` just before one (left limits), so evaluating both
-    ECDFs at the batch values suffices. Within a run of tied values the last (right) and
-    first (left) positions give the true limits, and the max takes care of the rest.
+    Only the batch is sorted. Both ECDFs are evaluated at the values of the smaller of the
+    two samples, found in the larger one by binary search, which is all the supremum needs
+    (see ``_sup_distance_at``).
     """
-    batch_sorted = np.sort(sample)
-    n_ref = reference_sorted.shape[0]
-    n_batch = batch_sorted.shape[0]
-    rank = np.arange(1, n_batch + 1, dtype=np.float64)
-    ref_at_or_below = np.searchsorted(reference_sorted, batch_sorted, side="right")
-    # "below" differs from "at or below" only where a batch value equals a reference value;
-    # search again just for those (continuous features have next to none).
-    tied = np.flatnonzero(reference_sorted[np.maximum(ref_at_or_below - 1, 0)] == batch_sorted)
-    tied = tied[ref_at_or_below[tied] > 0]
-    ref_below = ref_at_or_below.copy()
-    ref_below[tied] = np.searchsorted(reference_sorted, batch_sorted[tied], side="left")
-    batch_over_ref = np.max(rank / n_batch - ref_at_or_below / n_ref)
-    ref_over_batch = np.max(ref_below / n_ref - (rank - 1.0) / n_batch)
-    return float(max(batch_over_ref, ref_over_batch, 0.0))
+    sample_sorted = np.sort(sample)
+    if sample_sorted.shape[0] <= reference_sorted.shape[0]:
+        return _sup_distance_at(sample_sorted, reference_sorted)
+    return _sup_distance_at(reference_sorted, sample_sorted)
 
 
 def resolve_p_value_method(method: PValueMethod, n_reference: int, n_batch: int) -> PValueMethod:
