@@ -105,47 +105,39 @@ def _reference_for(profile: ReferenceProfile, name: str) -> np.ndarray:
 
 
 def compare_ks(profile: ReferenceProfile, batch: Batch, repeats: int) -> dict[str, float]:
-    """Our 30 KS tests (default and exact p-values) against a scipy.stats.ks_2samp loop."""
+    """Our 30 KS tests (default and exact p-values) against a scipy.stats.ks_2samp loop.
 
-    def ours(method: PValueMethod) -> float:
-        detector = KSDriftDetector(profile, DriftConfig(p_value_method=method))
-        detector.detect(batch)  # warm-up: first-touch page faults, thread start
-        times = []
-        for _ in range(repeats):
+    The three are timed in turns, round after round, and the best of each is kept, so
+    that a slow moment of this shared machine does not land on one of them only.
+    """
+    default_detector = KSDriftDetector(profile, DriftConfig())
+    exact_detector = KSDriftDetector(profile, DriftConfig(p_value_method=PValueMethod.EXACT))
+
+    def scipy_loop() -> list[float]:
+        return [
+            float(stats.ks_2samp(_reference_for(profile, name), _tested_values(batch, name), method="asymp").statistic)
+            for name in FEATURE_COLUMNS
+        ]
+
+    contenders = {
+        "ks_ours_s": lambda: default_detector.detect(batch),
+        "ks_ours_exact_s": lambda: exact_detector.detect(batch),
+        "ks_scipy_loop_s": scipy_loop,
+    }
+    best = dict.fromkeys(contenders, float("inf"))
+    for contender in contenders.values():
+        contender()  # warm-up: first-touch page faults, thread start
+    for _ in range(repeats):
+        for name, contender in contenders.items():
             started = time.perf_counter()
-            detector.detect(batch)
-            times.append(time.perf_counter() - started)
-        return _median(times)
-
-    def scipy_loop() -> tuple[float, list[float]]:
-        times: list[float] = []
-        values: list[float] = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            values = [
-                float(
-                    stats.ks_2samp(
-                        _reference_for(profile, name), _tested_values(batch, name), method="asymp"
-                    ).statistic
-                )
-                for name in FEATURE_COLUMNS
-            ]
-            times.append(time.perf_counter() - started)
-        return _median(times), values
-
-    ours_default_s = ours(DriftConfig().p_value_method)
-    ours_exact_s = ours(PValueMethod.EXACT)
-    scipy_s, scipy_statistics = scipy_loop()
-    ours_statistics = [
-        ks_statistic(_reference_for(profile, n), _tested_values(batch, n)) for n in FEATURE_COLUMNS
-    ]
+            contender()
+            best[name] = min(best[name], time.perf_counter() - started)
+    ours_statistics = [ks_statistic(_reference_for(profile, n), _tested_values(batch, n)) for n in FEATURE_COLUMNS]
     return {
-        "ks_ours_s": ours_default_s,
-        "ks_ours_exact_s": ours_exact_s,
-        "ks_scipy_loop_s": scipy_s,
-        "speedup": scipy_s / ours_default_s,
-        "speedup_exact_vs_exact": scipy_s / ours_exact_s,
-        "max_abs_stat_diff": float(np.max(np.abs(np.array(ours_statistics) - np.array(scipy_statistics)))),
+        **best,
+        "speedup": best["ks_scipy_loop_s"] / best["ks_ours_s"],
+        "speedup_exact_vs_exact": best["ks_scipy_loop_s"] / best["ks_ours_exact_s"],
+        "max_abs_stat_diff": float(np.max(np.abs(np.array(ours_statistics) - np.array(scipy_loop())))),
     }
 
 
@@ -177,14 +169,11 @@ def prepare(data_path: Path | None, workdir: Path) -> tuple[str, dict[str, Path]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="the real creditcard.csv (default: synthetic data)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--measure-handler", nargs=2, type=Path, metavar=("CSV", "PROFILE"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
+    parser.add_argument("--measure-handler", nargs=2, type=Path, metavar=("CSV", "PROFILE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure_handler:
         print(json.dumps(measure_handler(*args.measure_handler, args.repeats)))
@@ -216,17 +205,31 @@ def main(argv: list[str] | None = None) -> int:
                 **compare_ks(profile, batches[size], args.repeats),
             }
 
-    header = (
-        f"{'batch':>6} {'rows':>8} {'parse+validate s':>17} {'KS s':>6} {'handler s':>10} {'peak RSS MB':>12}"
-        f" {'KS scipy loop s':>16} {'speed-up':>9} {'ours exact s':>13} {'exact speed-up':>15} {'max |dD|':>9}"
-    )
-    print(header)
-    for size, row in rows.items():
-        print(
-            f"{size:>6} {row['rows']:>8,} {row['parse_s']:>17.3f} {row['ks_s']:>6.3f} {row['handler_s']:>10.3f}"
-            f" {row['peak_rss_mb']:>12.0f} {row['ks_scipy_loop_s']:>16.3f} {row['speedup']:>8.1f}x"
-            f" {row['ks_ours_exact_s']:>13.3f} {row['speedup_exact_vs_exact']:>14.1f}x {row['max_abs_stat_diff']:>9.1e}"
-        )
+    columns = [
+        ("batch", lambda size, row: size),
+        ("rows", lambda size, row: f"{row['rows']:,}"),
+        ("parse+validate s", lambda size, row: f"{row['parse_s']:.3f}"),
+        ("KS s", lambda size, row: f"{row['ks_s']:.3f}"),
+        ("handler s", lambda size, row: f"{row['handler_s']:.3f}"),
+        ("peak RSS MB", lambda size, row: f"{row['peak_rss_mb']:.0f}"),
+        ("KS ours s", lambda size, row: f"{row['ks_ours_s']:.3f}"),
+        ("KS scipy loop s", lambda size, row: f"{row['ks_scipy_loop_s']:.3f}"),
+        ("speed-up", lambda size, row: f"{row['speedup']:.1f}x"),
+        ("KS ours, exact p s", lambda size, row: f"{row['ks_ours_exact_s']:.3f}"),
+        ("speed-up, exact p", lambda size, row: f"{row['speedup_exact_vs_exact']:.1f}x"),
+        ("max abs dD vs scipy", lambda size, row: f"{row['max_abs_stat_diff']:.1e}"),
+    ]
+    cells = [[render(size, row) for _, render in columns] for size, row in rows.items()]
+    if args.markdown:
+        print("| " + " | ".join(name for name, _ in columns) + " |")
+        print("|" + "---|" * len(columns))
+        for line in cells:
+            print("| " + " | ".join(line) + " |")
+    else:
+        widths = [max(len(name), *(len(line[i]) for line in cells)) for i, (name, _) in enumerate(columns)]
+        print("  ".join(name.rjust(width) for (name, _), width in zip(columns, widths, strict=True)))
+        for line in cells:
+            print("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)))
     summary = {
         "handler_s_50k": round(rows["50k"]["handler_s"], 3),
         "handler_s_full": round(rows["full"]["handler_s"], 3),

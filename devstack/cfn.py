@@ -43,7 +43,7 @@ _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     with path.open(encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(handle, Loader=_CfnLoader)
 
 
 class UnresolvableError(ValueError):
@@ -196,6 +196,4 @@ class ResolvedStack:
         return {name: str(self.resolve(value)) for name, value in merged.items()}
 
     def outputs(self) -> dict[str, str]:
-        return {
-            name: str(self.resolve(spec["Value"])) for name, spec in self.template.get("Outputs", {}).items()
-        }
+        return {name: str(self.resolve(spec["Value"])) for name, spec in self.template.get("Outputs", {}).items()}

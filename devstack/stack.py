@@ -107,6 +107,8 @@ class EmbeddedStack:
         else:
             from moto.server import ThreadedMotoServer
 
+            # Its per-request access log would drown everything else.
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
             port = self.port or free_port()
             self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             self._moto.start()
@@ -135,9 +137,7 @@ class EmbeddedStack:
             sqs_events = [e for e in props.get("Events", {}).values() if e["Type"] == "SQS"]
             if not sqs_events:
                 continue
-            module = load_function_module(
-                props["CodeUri"], props["Handler"], self.function_environment(logical_id)
-            )
+            module = load_function_module(props["CodeUri"], props["Handler"], self.function_environment(logical_id))
             self.modules[logical_id] = module
             handler = getattr(module, props["Handler"].rsplit(".", 1)[1])
             for event in sqs_events:

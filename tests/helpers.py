@@ -34,9 +34,7 @@ def read_json(s3, bucket: str, key: str):
 
 
 def list_keys(s3, bucket: str, prefix: str = ""):
-    return sorted(
-        item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    )
+    return sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
 
 
 def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.2):

@@ -45,9 +45,7 @@ def test_without_a_model_the_batch_is_recorded_and_nothing_fails(
     assert list_keys(s3, artifacts_bucket, "records/launches/") == []
 
 
-def test_clean_batch_gets_a_no_drift_report(
-    load_drift_handler, champion, upload, deliver, s3, artifacts_bucket
-):
+def test_clean_batch_gets_a_no_drift_report(load_drift_handler, champion, upload, deliver, s3, artifacts_bucket):
     handler = load_drift_handler()
     etag = upload("incoming/clean.csv", CLEAN)
     assert deliver(handler, "incoming/clean.csv", etag) == {"batchItemFailures": []}
@@ -90,18 +88,14 @@ def test_drift_starts_one_job_however_often_the_event_comes(
     assert len(list_keys(s3, artifacts_bucket, "records/launches/")) == 1
 
     # When the job ends, its record says so and the lock is free for the next one.
-    finished = wait_for(
-        lambda: (r := read_json(s3, artifacts_bucket, launches[0]))["status"] != "started" and r
-    )
+    finished = wait_for(lambda: (r := read_json(s3, artifacts_bucket, launches[0]))["status"] != "started" and r)
     assert finished["status"] == "succeeded" and finished["exit_code"] == 0
     etag_3 = upload("incoming/drifted-3.csv", DRIFTED)
     deliver(handler, "incoming/drifted-3.csv", etag_3)
     assert len(list_keys(s3, artifacts_bucket, "records/launches/")) == 2
 
 
-def test_failed_launch_is_retried_not_lost(
-    load_drift_handler, champion, upload, deliver, s3, artifacts_bucket
-):
+def test_failed_launch_is_retried_not_lost(load_drift_handler, champion, upload, deliver, s3, artifacts_bucket):
     broken = load_drift_handler(LOCAL_TRAINING_COMMAND="/nonexistent/train")
     etag = upload("incoming/drifted.csv", DRIFTED)
     # Every record of the batch failed: Powertools fails the invocation, so that Lambda
@@ -203,9 +197,7 @@ def test_s3_test_event_is_ignored(load_drift_handler):
     event = json.loads((EVENTS / "sqs-s3-test-event.json").read_text())
     from devstack.poller import LambdaContext
 
-    assert handler.lambda_handler(event, LambdaContext(function_name="DriftFunction")) == {
-        "batchItemFailures": []
-    }
+    assert handler.lambda_handler(event, LambdaContext(function_name="DriftFunction")) == {"batchItemFailures": []}
 
 
 def test_missing_setting_fails_at_cold_start_naming_it(load_drift_handler):
@@ -219,10 +211,7 @@ def test_emf_metrics_are_emitted(load_drift_handler, champion, upload, deliver, 
     deliver(handler, "incoming/clean.csv", etag)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
     metrics = {
-        name
-        for line in lines
-        for d in line["_aws"]["CloudWatchMetrics"]
-        for name in [m["Name"] for m in d["Metrics"]]
+        name for line in lines for d in line["_aws"]["CloudWatchMetrics"] for name in [m["Name"] for m in d["Metrics"]]
     }
     assert {"BatchRows", "DriftedFeatures", "IngestDuration", "BatchesAccepted"} <= metrics
     assert any(line.get("BatchRows") == [3000.0] for line in lines)

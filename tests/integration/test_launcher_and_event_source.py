@@ -92,9 +92,7 @@ def test_poller_deletes_processed_messages(load_drift_handler, outputs, resolved
     # The bucket notification, not a hand-made message: upload and let S3 send it.
     from fraudlib.synthetic import generate_transactions, to_csv_bytes
 
-    s3.put_object(
-        Bucket=incoming_bucket, Key="incoming/a b.csv", Body=to_csv_bytes(generate_transactions(100))
-    )
+    s3.put_object(Bucket=incoming_bucket, Key="incoming/a b.csv", Body=to_csv_bytes(generate_transactions(100)))
     s3.put_object(Bucket=incoming_bucket, Key="incoming/ignored.txt", Body=b"not a batch")
     poller = SqsEventSourcePoller(
         sqs,
@@ -107,9 +105,7 @@ def test_poller_deletes_processed_messages(load_drift_handler, outputs, resolved
     total = 0
     for _ in range(5):
         total += poller.poll_once()
-    attributes = sqs.get_queue_attributes(QueueUrl=outputs["IncomingQueueUrl"], AttributeNames=["All"])[
-        "Attributes"
-    ]
+    attributes = sqs.get_queue_attributes(QueueUrl=outputs["IncomingQueueUrl"], AttributeNames=["All"])["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "0"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
     reports = list_keys(s3, outputs["ArtifactsBucketName"], "reports/drift/")

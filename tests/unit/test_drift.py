@@ -113,9 +113,7 @@ def test_effect_size_floor_keeps_small_but_significant_shifts_from_drifting(prof
     columns = generate_transactions(20_000, seed=4, shift={"V1": 0.08})
     batch = batch_of(columns)
     floored = KSDriftDetector(profile, DriftConfig()).detect(batch)
-    seed_rule = KSDriftDetector(profile, DriftConfig(correction=Correction.NONE, min_statistic=0.0)).detect(
-        batch
-    )
+    seed_rule = KSDriftDetector(profile, DriftConfig(correction=Correction.NONE, min_statistic=0.0)).detect(batch)
     v1 = next(f for f in floored.features if f.feature == "V1")
     assert v1.significant and not v1.above_floor and not v1.drifted
     assert not floored.drifted

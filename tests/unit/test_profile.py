@@ -43,6 +43,4 @@ def test_corrupt_profile_is_a_clear_error():
 
 def test_empty_data_is_refused():
     with pytest.raises(ValueError, match="zero rows"):
-        build_reference_profile(
-            {name: np.array([]) for name in PROFILE_FEATURES}, model_version="v", data_hash="h"
-        )
+        build_reference_profile({name: np.array([]) for name in PROFILE_FEATURES}, model_version="v", data_hash="h")

@@ -25,9 +25,7 @@ def _tool(name: str, *candidates: Path) -> str:
 
 def test_cfn_lint_is_clean():
     cfn_lint = _tool("cfn-lint", Path(sys.executable).parent / "cfn-lint")
-    result = subprocess.run(
-        [cfn_lint, "template.yaml"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([cfn_lint, "template.yaml"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -103,12 +101,21 @@ def test_no_wildcard_actions(stack, logical_id):
 def test_drift_function_writes_only_its_prefixes(stack):
     puts = [s for s in _statements(stack, "DriftFunction") if "s3:PutObject" in s["Action"]]
     resources = [
-        stack.resolve(r)
-        for s in puts
-        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+        stack.resolve(r) for s in puts for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
     ]
     assert sorted(r.split(":::", 1)[1].split("/", 1)[1] for r in resources) == [
         "quarantine/*",
         "records/*",
         "reports/*",
     ]
+
+
+def test_sam_local_env_file_matches_the_template(stack):
+    """events/env.local.json (for `sam local invoke --config-env local`) must not drift from
+    the template: same variables, only the endpoint and emulator settings added."""
+    import json
+
+    env_file = json.loads((ROOT / "events" / "env.local.json").read_text())["DriftFunction"]
+    expected = stack.function_environment("DriftFunction")
+    added = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "POWERTOOLS_TRACE_DISABLED"}
+    assert {k: v for k, v in env_file.items() if k not in added} == expected

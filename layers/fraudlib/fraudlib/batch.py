@@ -275,8 +275,7 @@ def _cell_problem(name: str, cell: str, line: int, source: str) -> BatchValidati
         )
     if name == LABEL_COLUMN and value not in LABEL_VALUES:
         return BatchValidationError(
-            f"column {LABEL_COLUMN} on line {line} of {source} is {shown!r};"
-            " expected 0 (legitimate) or 1 (fraud)",
+            f"column {LABEL_COLUMN} on line {line} of {source} is {shown!r}; expected 0 (legitimate) or 1 (fraud)",
             code="bad_label",
             line=line,
             column=name,
@@ -433,8 +432,7 @@ def read_batch(raw: BinaryIO, *, source: str, limits: BatchLimits | None = None)
             raise BatchValidationError(f"{source} is empty", code="empty_file", line=1)
         if not raw_header.endswith(b"\n") and len(raw_header) >= MAX_HEADER_BYTES:
             raise BatchValidationError(
-                f"the first line of {source} is longer than {MAX_HEADER_BYTES:,} bytes;"
-                " it is not a CSV header",
+                f"the first line of {source} is longer than {MAX_HEADER_BYTES:,} bytes; it is not a CSV header",
                 code="not_text",
                 line=1,
             )

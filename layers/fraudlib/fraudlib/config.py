@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from fraudlib.batch import BatchLimits
-from fraudlib.drift import Correction, DriftConfig, PValueMethod, TimeMode
+from fraudlib.drift import DriftConfig
 
 T = TypeVar("T")
 E = TypeVar("E", bound=StrEnum)
@@ -109,13 +109,9 @@ class DriftSettings:
         default_drift = DriftConfig()
         try:
             drift = DriftConfig(
-                p_value_threshold=_parsed(
-                    env, "DRIFT_P_VALUE", default_drift.p_value_threshold, float, "a number"
-                ),
+                p_value_threshold=_parsed(env, "DRIFT_P_VALUE", default_drift.p_value_threshold, float, "a number"),
                 correction=_enum(env, "DRIFT_CORRECTION", default_drift.correction),
-                min_statistic=_parsed(
-                    env, "DRIFT_MIN_STATISTIC", default_drift.min_statistic, float, "a number"
-                ),
+                min_statistic=_parsed(env, "DRIFT_MIN_STATISTIC", default_drift.min_statistic, float, "a number"),
                 min_drifted_features=_parsed(
                     env, "DRIFT_MIN_FEATURES", default_drift.min_drifted_features, int, "an integer"
                 ),

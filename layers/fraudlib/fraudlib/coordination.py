@@ -169,9 +169,7 @@ class TrainingCoordinator:
 
     def lock_holder(self) -> dict[str, str] | None:
         """The current lock item (job id, expiry), or None when free or expired."""
-        item = self._ddb.get_item(
-            TableName=self._table, Key={"pk": {"S": LOCK_KEY}}, ConsistentRead=True
-        ).get("Item")
+        item = self._ddb.get_item(TableName=self._table, Key={"pk": {"S": LOCK_KEY}}, ConsistentRead=True).get("Item")
         if item is None or int(item["expires_at"]["N"]) < self._now():
             return None
         return {"job_id": item["job_id"]["S"], "expires_at": item["expires_at"]["N"]}

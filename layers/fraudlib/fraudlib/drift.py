@@ -159,20 +159,28 @@ def _sup_distance_at(points: np.ndarray, other: np.ndarray) -> float:
     the values of ``points`` are the only places to look. Within a run of tied values the
     last position gives the true right limit and the first the true left limit; the max
     over the run takes care of the rest.
+
+    The differences are kept as exact integers scaled by ``n_points * n_other`` and divided
+    once at the end, which also saves the float temporaries.
     """
     n_points = points.shape[0]
     n_other = other.shape[0]
-    rank = np.arange(1, n_points + 1, dtype=np.float64)
     other_at_or_below = np.searchsorted(other, points, side="right")
-    # "below" differs from "at or below" only where a value of ``points`` equals one of
-    # ``other``; search again just for those (continuous features have next to none).
+    # gap[i] = (i+1)*n_other - other_at_or_below[i]*n_points = n_p*n_o*(F_points - F_other)
+    gap = np.arange(n_other, (n_points + 1) * n_other, n_other, dtype=np.int64)
+    gap -= other_at_or_below * n_points
+    points_over_other = int(gap.max())
+    # Just before points[i]: n_p*n_o*(F_other - F_points) = below[i]*n_points - i*n_other,
+    # which is n_other - gap[i] unless points[i] equals a value of ``other`` ("below" then
+    # differs from "at or below"); search again just for those (continuous features have
+    # next to none) and store their value in the same form.
     tied = np.flatnonzero(other[np.maximum(other_at_or_below - 1, 0)] == points)
     tied = tied[other_at_or_below[tied] > 0]
-    other_below = other_at_or_below.copy()
-    other_below[tied] = np.searchsorted(other, points[tied], side="left")
-    points_over_other = np.max(rank / n_points - other_at_or_below / n_other)
-    other_over_points = np.max(other_below / n_other - (rank - 1.0) / n_points)
-    return float(max(points_over_other, other_over_points, 0.0))
+    if tied.size:
+        other_below = np.searchsorted(other, points[tied], side="left")
+        gap[tied] = n_other - (other_below * n_points - tied * n_other)
+    other_over_points = n_other - int(gap.min())
+    return max(points_over_other, other_over_points, 0) / (n_points * n_other)
 
 
 def ks_statistic(reference_sorted: np.ndarray, sample: np.ndarray) -> float:
@@ -298,7 +306,5 @@ class KSDriftDetector:
             n_reference=self.profile.n_rows,
             n_batch=batch.n_rows,
             time_mode=self.config.time_mode,
-            p_value_method=resolve_p_value_method(
-                self.config.p_value_method, self.profile.n_rows, batch.n_rows
-            ),
+            p_value_method=resolve_p_value_method(self.config.p_value_method, self.profile.n_rows, batch.n_rows),
         )

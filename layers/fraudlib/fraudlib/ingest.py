@@ -20,7 +20,7 @@ from fraudlib.layout import batch_record_key, drift_report_key, is_batch_key, qu
 from fraudlib.profile import ReferenceProfile
 from fraudlib.report import batch_record, drift_report, quarantine_report
 from fraudlib.retraining import LaunchOutcome, RetrainingScheduler
-from fraudlib.store import ArtifactStore, IncomingStore, ObjectChanged, ObjectGone
+from fraudlib.store import ArtifactStore, IncomingStore, ObjectChangedError, ObjectGoneError
 
 
 class IngestStatus(StrEnum):
@@ -95,14 +95,12 @@ class BatchIngestor:
         started = time.perf_counter()
         batch_ref = BatchRef(bucket=bucket, key=key, etag=etag)
         if bucket != self._incoming.bucket:
-            raise WrongBucketError(
-                f"event for bucket {bucket!r}; this function reads {self._incoming.bucket!r}"
-            )
+            raise WrongBucketError(f"event for bucket {bucket!r}; this function reads {self._incoming.bucket!r}")
         if not is_batch_key(key):
             return IngestOutcome(IngestStatus.SKIPPED, batch_ref, reason="not an incoming/*.csv[.gz] key")
         try:
             opened = self._incoming.open_batch(key, etag)
-        except (ObjectGone, ObjectChanged) as exc:
+        except (ObjectGoneError, ObjectChangedError) as exc:
             return IngestOutcome(IngestStatus.SKIPPED, batch_ref, reason=str(exc))
         try:
             with opened.body:

@@ -72,9 +72,7 @@ class RetrainingScheduler:
             # A redelivery: report the job the first delivery started, start nothing.
             claim = self._coordinator.claim_of(batch_ref) or {}
             job_id = claim.get("job_id") or None
-            return LaunchOutcome(
-                LaunchStatus.DUPLICATE, job_id, launch_record_key(job_id) if job_id else None
-            )
+            return LaunchOutcome(LaunchStatus.DUPLICATE, job_id, launch_record_key(job_id) if job_id else None)
         try:
             return self._launch_claimed(batch_ref, drift_report_key)
         except BaseException:
@@ -116,12 +114,14 @@ class RetrainingScheduler:
                 self._coordinator.release_lock(job_id)
                 raise
             key = launch_record_key(job_id)
-            self._write_launch_record(key, job_id, now, handle, batch_ref, report_uri)
+            self._write_launch_record(
+                key, job_id=job_id, now=now, handle=handle, batch_ref=batch_ref, report_uri=report_uri
+            )
         self._coordinator.settle_claim(batch_ref, ClaimState.LAUNCHED, job_id)
         return LaunchOutcome(LaunchStatus.STARTED, job_id, key)
 
     def _write_launch_record(
-        self, key: str, job_id: str, now: datetime, handle: str, batch_ref: BatchRef, report_uri: str
+        self, key: str, *, job_id: str, now: datetime, handle: str, batch_ref: BatchRef, report_uri: str
     ) -> None:
         self._artifacts.put_json(
             key,

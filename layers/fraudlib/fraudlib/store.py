@@ -23,11 +23,11 @@ from fraudlib.profile import ReferenceProfile
 JSON_CONTENT_TYPE = "application/json"
 
 
-class ObjectGone(LookupError):
+class ObjectGoneError(LookupError):
     """The object named by an event no longer exists."""
 
 
-class ObjectChanged(LookupError):
+class ObjectChangedError(LookupError):
     """The object was overwritten after the event was sent (its ETag differs)."""
 
 
@@ -54,9 +54,9 @@ class IncomingStore:
 
         Raises
         ------
-        ObjectGone
+        ObjectGoneError
             The object was deleted.
-        ObjectChanged
+        ObjectChangedError
             The object was overwritten since (its own event will follow).
         """
         try:
@@ -64,9 +64,9 @@ class IncomingStore:
         except ClientError as exc:
             code = _error_code(exc)
             if code in ("NoSuchKey", "404"):
-                raise ObjectGone(f"s3://{self.bucket}/{key} no longer exists") from exc
+                raise ObjectGoneError(f"s3://{self.bucket}/{key} no longer exists") from exc
             if code in ("PreconditionFailed", "412"):
-                raise ObjectChanged(f"s3://{self.bucket}/{key} changed since ETag {etag}") from exc
+                raise ObjectChangedError(f"s3://{self.bucket}/{key} changed since ETag {etag}") from exc
             raise
         return OpenedObject(
             body=response["Body"],
@@ -151,5 +151,5 @@ class ArtifactStore:
     def reference_profile(self, key: str) -> ReferenceProfile:
         data = self.get_bytes(key)
         if data is None:
-            raise ObjectGone(f"reference profile {self.uri(key)} does not exist")
+            raise ObjectGoneError(f"reference profile {self.uri(key)} does not exist")
         return ReferenceProfile.from_bytes(data)
