@@ -119,3 +119,41 @@ def test_sam_local_env_file_matches_the_template(stack):
     expected = stack.function_environment("DriftFunction")
     added = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "POWERTOOLS_TRACE_DISABLED"}
     assert {k: v for k, v in env_file.items() if k not in added} == expected
+
+
+LAMBDA_UNZIPPED_LIMIT_BYTES = 262_144_000
+
+
+def test_layer_builds_within_lambda_limits_and_imports(tmp_path):
+    """sam build of the layer (pip needs the package index) fits Lambda's 250 MB limit, and
+    the pruned layer still imports on its own, without the development environment."""
+    sam = _tool("sam", ROOT / ".tools/sam/bin/sam")
+    build_dir = tmp_path / "build"
+    result = subprocess.run(
+        [sam, "build", "FraudLibLayer", "--build-dir", str(build_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SAM_CLI_TELEMETRY": "0"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    layer = build_dir / "FraudLibLayer" / "python"
+    size = sum(path.stat().st_size for path in layer.rglob("*") if path.is_file())
+    assert size < LAMBDA_UNZIPPED_LIMIT_BYTES, f"layer is {size:,} bytes"
+    assert not list(layer.glob("botocore*"))
+    probe = (
+        "import io, fraudlib.batch, fraudlib.drift, fraudlib.synthetic as s;"
+        "b = fraudlib.batch.read_batch(io.BytesIO(s.to_csv_bytes(s.generate_transactions(50))), source='x');"
+        "print(b.n_rows)"
+    )
+    # -S: no site-packages, so only the layer (and the standard library) can be imported.
+    imported = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        env={"PYTHONPATH": str(layer)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "50"
