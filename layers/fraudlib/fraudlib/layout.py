@@ -12,8 +12,13 @@ Artifacts bucket::
     records/batches/<name>.<etag>.json    one record per accepted batch (rows, labelled)
     records/launches/<job id>.json        one record per training launch
     records/pending/<name>.<etag>.json    a drifted batch that arrived while a job ran
-    models/<version>/...                  a model bundle; reference_profile.npz inside
+    models/<version>/...                  a model bundle (files below), written first
     models/champion.json                  the pointer to the served model, switched last
+    datasets/base/base.csv.gz             the first training's data, part of every retrain
+
+A bundle ``models/<version>/``: manifest.json (version, threshold, risk cut-offs, metrics),
+model.onnx (the network, for torch-free scoring), tabnet.zip (TabNet's own save),
+preprocessing.json (the fitted input transform), reference_profile.npz (for drift).
 
 ``<name>`` is the key below ``incoming/`` (sub-folders kept); ``<etag>`` is the object's
 ETag without quotes, so a re-uploaded file gets a report of its own.
@@ -28,6 +33,11 @@ PENDING_RECORD_PREFIX = "records/pending/"
 MODELS_PREFIX = "models/"
 CHAMPION_POINTER_KEY = "models/champion.json"
 REFERENCE_PROFILE_FILENAME = "reference_profile.npz"
+MANIFEST_FILENAME = "manifest.json"
+ONNX_FILENAME = "model.onnx"
+TABNET_FILENAME = "tabnet.zip"
+PREPROCESSING_FILENAME = "preprocessing.json"
+BASE_DATASET_KEY = "datasets/base/base.csv.gz"
 BATCH_SUFFIXES = (".csv", ".csv.gz")
 
 
@@ -73,6 +83,10 @@ def bundle_prefix(model_version: str) -> str:
 
 def reference_profile_key(model_version: str) -> str:
     return bundle_prefix(model_version) + REFERENCE_PROFILE_FILENAME
+
+
+def bundle_key(model_version: str, filename: str) -> str:
+    return bundle_prefix(model_version) + filename
 
 
 def is_batch_key(key: str) -> bool:

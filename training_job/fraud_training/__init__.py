@@ -1,0 +1,1 @@
+"""The training job: TabNet on labelled transactions, evaluated, tracked in MLflow, bundled for serving."""

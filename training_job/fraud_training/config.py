@@ -1,0 +1,201 @@
+"""The training job's settings: defaults, presets, and the three ways to override them.
+
+Precedence, lowest first: defaults < preset < SageMaker hyperparameters
+(``/opt/ml/input/config/hyperparameters.json``) < environment (``TRAIN_<NAME>``) < CLI flags.
+Every field can be set each way, under the same name (``max_epochs``, ``--max-epochs``,
+``TRAIN_MAX_EPOCHS``, hyperparameter ``max-epochs`` or ``max_epochs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from fraudlib.preprocessing import TimeEncoding
+
+SAGEMAKER_HYPERPARAMETERS = Path("/opt/ml/input/config/hyperparameters.json")
+SAGEMAKER_INPUT_DIR = Path("/opt/ml/input/data")
+SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
+
+
+class SplitMode(StrEnum):
+    STRATIFIED = "stratified"
+    TIME = "time"
+
+
+class ThresholdPolicy(StrEnum):
+    MAX_F1 = "max_f1"
+    TARGET_RECALL = "target_recall"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Every knob of a training run. Model defaults are the seed's."""
+
+    # data
+    data: str = ""
+    """First training: a CSV path or s3:// URI; stored as the base dataset. Empty: retrain
+    from the base dataset and the labelled batches."""
+    split: SplitMode = SplitMode.STRATIFIED
+    undersample_ratio: float | None = None
+    """Minority/majority ratio after random undersampling (1.0 = balanced, the seed's);
+    None = keep every row."""
+    time_encoding: TimeEncoding = TimeEncoding.DROP
+    seed: int = 42
+    # TabNet (the seed's defaults)
+    n_d: int = 24
+    n_a: int = 24
+    n_steps: int = 3
+    gamma: float = 1.3
+    lambda_sparse: float = 1e-3
+    mask_type: str = "sparsemax"
+    learning_rate: float = 0.02
+    weight_decay: float = 1e-5
+    max_epochs: int = 200
+    patience: int = 50
+    batch_size: int = 1024
+    virtual_batch_size: int = 128
+    drop_last: bool = True
+    # evaluation and promotion
+    threshold_policy: ThresholdPolicy = ThresholdPolicy.MAX_F1
+    target_recall: float = 0.8
+    bootstrap_rounds: int = 200
+    gate_tolerance: float = 0.01
+    """A new model is promoted when its test AUPRC >= the champion's on the same rows minus this."""
+    min_auprc: float = 0.3
+    min_roc_auc: float = 0.8
+    """Floors a first model must pass to be promoted."""
+    baseline: bool = True
+    registered_model_name: str = "fraud-tabnet"
+    # the run
+    job_id: str = ""
+    trigger_uri: str = ""
+    drift_report_uri: str = ""
+    output_dir: str = ""
+    """Where the bundle is also written locally (SageMaker: /opt/ml/model)."""
+
+    def with_changes(self, changes: Mapping[str, Any]) -> TrainingConfig:
+        return dataclasses.replace(self, **changes)
+
+    def as_params(self) -> dict[str, Any]:
+        """Flat, loggable view (MLflow params)."""
+        params: dict[str, Any] = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            params[spec.name] = value.value if isinstance(value, StrEnum) else value
+        return params
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed project's recipe: balanced random undersampling, every other setting default.
+    "seed": {"undersample_ratio": 1.0, "batch_size": 256, "virtual_batch_size": 128},
+    # Small and fast, for tests and demos on synthetic data.
+    "smoke": {"max_epochs": 5, "patience": 3, "batch_size": 256, "virtual_batch_size": 64, "bootstrap_rounds": 20},
+}
+
+
+def _parse_value(name: str, raw: Any) -> Any:
+    spec = TrainingConfig.__dataclass_fields__[name]
+    kind = spec.type
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    try:
+        if name == "undersample_ratio":
+            return None if text.lower() in ("", "none", "null") else float(text)
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            if text.lower() in ("1", "true", "yes"):
+                return True
+            if text.lower() in ("0", "false", "no"):
+                return False
+            raise ValueError(text)
+        if kind == "SplitMode":
+            return SplitMode(text)
+        if kind == "TimeEncoding":
+            return TimeEncoding(text)
+        if kind == "ThresholdPolicy":
+            return ThresholdPolicy(text)
+        return text
+    except ValueError as exc:
+        raise ConfigError(f"setting {name}={text!r} is not a valid {kind}") from exc
+
+
+def _normalise(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_").lower()
+        if name == "preset":
+            continue
+        if name not in TrainingConfig.__dataclass_fields__:
+            raise ConfigError(f"unknown setting {key!r} in {source}")
+        changes[name] = _parse_value(name, value)
+    return changes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Train, evaluate, register and (maybe) promote a TabNet model.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe to start from")
+    for spec in fields(TrainingConfig):
+        parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, default=None)
+    return parser
+
+
+def load_config(
+    argv: list[str] | None,
+    env: Mapping[str, str],
+    hyperparameters_path: Path = SAGEMAKER_HYPERPARAMETERS,
+) -> TrainingConfig:
+    """Merge defaults, preset, SageMaker hyperparameters, environment and CLI flags."""
+    args = build_parser().parse_args(argv)
+    hyperparameters: dict[str, Any] = {}
+    if hyperparameters_path.exists():
+        hyperparameters = json.loads(hyperparameters_path.read_text())
+    from_env = {key[len("TRAIN_") :]: value for key, value in env.items() if key.startswith("TRAIN_")}
+    from_cli = {name: value for name, value in vars(args).items() if value is not None and name != "preset"}
+    preset = args.preset or hyperparameters.get("preset") or from_env.pop("PRESET", None)
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(sorted(PRESETS))}")
+    config = TrainingConfig()
+    if preset:
+        config = config.with_changes(PRESETS[preset])
+    for source, raw in (("hyperparameters.json", hyperparameters), ("environment", from_env), ("CLI", from_cli)):
+        config = config.with_changes(_normalise(raw, source))
+    if "job_id" not in from_cli and not config.job_id and env.get("TRAINING_JOB_ID"):
+        config = config.with_changes({"job_id": env["TRAINING_JOB_ID"]})
+    return config
+
+
+def effective_hyperparameters(config: TrainingConfig) -> dict[str, Any]:
+    """The TabNet constructor and fit arguments (for logging and for the model)."""
+    return {name: getattr(config, name) for name in _TABNET_FIELDS}
+
+
+_TABNET_FIELDS = (
+    "n_d",
+    "n_a",
+    "n_steps",
+    "gamma",
+    "lambda_sparse",
+    "mask_type",
+    "learning_rate",
+    "weight_decay",
+    "max_epochs",
+    "patience",
+    "batch_size",
+    "virtual_batch_size",
+    "drop_last",
+)

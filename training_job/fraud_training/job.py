@@ -1,0 +1,301 @@
+"""One training run, start to finish.
+
+data -> split -> undersample -> preprocess -> TabNet -> threshold -> evaluate (+ LightGBM
+baseline) -> ONNX export with parity check -> champion gate -> MLflow run and registry ->
+bundle in S3 (every file first) -> champion pointer (last, only when promoted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from fraud_training import baseline, tabnet_model
+from fraud_training.config import TrainingConfig
+from fraud_training.data import Dataset, base_dataset_bytes, load_training_data
+from fraud_training.evaluation import choose_threshold, evaluate
+from fraud_training.gate import GateDecision, decide
+from fraud_training.onnx_export import check_parity, export_onnx
+from fraud_training.split import split_rows, undersample
+from fraud_training.tracking import RunTracker, git_commit
+from fraudlib.layout import (
+    BASE_DATASET_KEY,
+    MANIFEST_FILENAME,
+    ONNX_FILENAME,
+    PREPROCESSING_FILENAME,
+    REFERENCE_PROFILE_FILENAME,
+    TABNET_FILENAME,
+    bundle_key,
+)
+from fraudlib.model import FraudModel
+from fraudlib.pointer import ChampionPointer
+from fraudlib.preprocessing import Preprocessor
+from fraudlib.profile import build_reference_profile
+from fraudlib.schema import FEATURE_COLUMNS
+from fraudlib.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+BUNDLE_FORMAT_VERSION = 1
+MEDIUM_RISK_SHARE_OF_THRESHOLD = 0.5
+"""``MEDIUM`` risk starts at half the decision threshold; ``HIGH`` at the threshold."""
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    model_version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, Any]
+    baseline_metrics: dict[str, Any] | None
+    run_id: str
+    registered_version: str
+    data_hash: str
+
+
+def new_model_version(now: datetime, data_hash: str) -> str:
+    return f"v{now:%Y%m%d-%H%M%S}-{data_hash[:8]}"
+
+
+def _champion_auprc(
+    artifacts: ArtifactStore, test_features: np.ndarray, test_labels: np.ndarray
+) -> tuple[float | None, str | None]:
+    """The served model's AUPRC on the new test rows, scored exactly as production scores."""
+    pointer = artifacts.champion_pointer()
+    if pointer is None:
+        return None, None
+    files = {
+        name: artifacts.get_bytes(bundle_key(pointer.model_version, name))
+        for name in (ONNX_FILENAME, PREPROCESSING_FILENAME, MANIFEST_FILENAME)
+    }
+    missing = [name for name, data in files.items() if data is None]
+    if missing:
+        log.warning("champion %s has no %s; it cannot be scored", pointer.model_version, ", ".join(missing))
+        return None, pointer.model_version
+    champion = FraudModel.from_bundle_files(
+        files[ONNX_FILENAME],
+        files[PREPROCESSING_FILENAME],
+        files[MANIFEST_FILENAME],  # type: ignore[arg-type]
+    )
+    scores = champion.predict_proba(test_features)
+    return float(average_precision_score(test_labels, scores)), pointer.model_version
+
+
+def _importances(model: Any, preprocessor: Preprocessor) -> dict[str, float]:
+    values = getattr(model, "feature_importances_", None)
+    if values is None:
+        return {}
+    return {name: float(value) for name, value in zip(preprocessor.output_names, values, strict=True)}
+
+
+def run_training(
+    config: TrainingConfig,
+    *,
+    s3: Any,
+    artifacts: ArtifactStore,
+    tracker: RunTracker,
+    now: datetime | None = None,
+) -> TrainingOutcome:
+    """Train, evaluate, register and maybe promote one model. Raises on any failure, having
+    changed nothing that is served (the pointer is written last, only on success)."""
+    started = time.monotonic()
+    now = now or datetime.now(UTC)
+    dataset, new_base = load_training_data(s3, artifacts.bucket, config.data)
+    data_hash = dataset.content_hash()
+    model_version = new_model_version(now, data_hash)
+    log.info(
+        "training %s on %s rows (%s frauds, %s duplicates dropped) from %d sources",
+        model_version,
+        f"{dataset.n_rows:,}",
+        f"{dataset.n_frauds:,}",
+        f"{dataset.duplicates_dropped:,}",
+        len(dataset.sources),
+    )
+    split = split_rows(dataset.features, dataset.labels, config.split, config.seed)
+    raw_train = dataset.features[split.train]
+    preprocessor = Preprocessor.fit(raw_train, config.time_encoding)
+    train_x, train_y = undersample(
+        preprocessor.transform(raw_train), dataset.labels[split.train], config.undersample_ratio, config.seed
+    )
+    val_x, val_y = preprocessor.transform(dataset.features[split.validation]), dataset.labels[split.validation]
+    test_x, test_y = preprocessor.transform(dataset.features[split.test]), dataset.labels[split.test]
+
+    run_id = tracker.start(run_name=config.job_id or model_version)
+    try:
+        outcome = _train_and_publish(
+            config=config,
+            dataset=dataset,
+            split_sizes={"train": len(train_y), "validation": len(val_y), "test": len(test_y)},
+            arrays=(train_x, train_y, val_x, val_y, test_x, test_y),
+            raw_test=dataset.features[split.test],
+            raw_train=raw_train,
+            preprocessor=preprocessor,
+            model_version=model_version,
+            data_hash=data_hash,
+            new_base=new_base,
+            s3=s3,
+            artifacts=artifacts,
+            tracker=tracker,
+            run_id=run_id,
+            now=now,
+        )
+    except BaseException:
+        tracker.end(status="FAILED")
+        raise
+    tracker.end()
+    log.info("done in %.0f s: %s (%s)", time.monotonic() - started, model_version, outcome.reason)
+    return outcome
+
+
+def _train_and_publish(
+    *,
+    config: TrainingConfig,
+    dataset: Dataset,
+    split_sizes: dict[str, int],
+    arrays: tuple[np.ndarray, ...],
+    raw_test: np.ndarray,
+    raw_train: np.ndarray,
+    preprocessor: Preprocessor,
+    model_version: str,
+    data_hash: str,
+    new_base: Any,
+    s3: Any,
+    artifacts: ArtifactStore,
+    tracker: RunTracker,
+    run_id: str,
+    now: datetime,
+) -> TrainingOutcome:
+    train_x, train_y, val_x, val_y, test_x, test_y = arrays
+    tracker.log_params({**config.as_params(), "model_version": model_version})
+    tracker.set_tags(
+        {
+            "data_hash": data_hash,
+            "git_commit": git_commit(),
+            "trigger_uri": config.trigger_uri or "manual",
+            "job_id": config.job_id or "manual",
+        }
+    )
+    tracker.log_metrics(
+        {
+            "rows": dataset.n_rows,
+            "frauds": dataset.n_frauds,
+            "duplicates_dropped": dataset.duplicates_dropped,
+            **{f"{name}_rows": size for name, size in split_sizes.items()},
+        },
+        prefix="data_",
+    )
+    if config.drift_report_uri.startswith("s3://"):
+        bucket, _, key = config.drift_report_uri[len("s3://") :].partition("/")
+        report = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        tracker.log_json(report, "trigger/drift_report.json")
+
+    model = tabnet_model.train_tabnet(train_x, train_y, val_x, val_y, config)
+    tracker.log_history(tabnet_model.epoch_history(model))
+    val_scores = tabnet_model.predict_fraud_proba(model, val_x)
+    test_scores = tabnet_model.predict_fraud_proba(model, test_x)
+    threshold = choose_threshold(val_y, val_scores, config.threshold_policy, config.target_recall)
+    metrics = evaluate(test_y, test_scores, threshold, config.bootstrap_rounds, config.seed)
+    tracker.log_metrics(metrics, prefix="test_")
+
+    baseline_metrics = None
+    baseline_scores = None
+    if config.baseline:
+        tree = baseline.train_lightgbm(train_x, train_y, val_x, val_y, config.seed)
+        baseline_threshold = choose_threshold(
+            val_y, baseline.predict_fraud_proba(tree, val_x), config.threshold_policy, config.target_recall
+        )
+        baseline_scores = baseline.predict_fraud_proba(tree, test_x)
+        baseline_metrics = evaluate(test_y, baseline_scores, baseline_threshold, config.bootstrap_rounds, config.seed)
+        tracker.log_metrics(baseline_metrics, prefix="baseline_lightgbm_test_")
+
+    onnx_bytes = export_onnx(model.network, preprocessor.n_outputs)
+    parity = check_parity(onnx_bytes, test_scores, test_x)
+    tracker.log_metrics({"onnx_max_abs_diff": parity["max_abs_diff"]})
+    importances = _importances(model, preprocessor)
+    tracker.log_plots(test_y, test_scores, baseline_scores, metrics, importances)
+
+    champion_auprc, champion_version = _champion_auprc(artifacts, raw_test, test_y)
+    decision: GateDecision = decide(metrics, config, champion_auprc, champion_version)
+    tracker.log_metrics({"promoted": int(decision.promote)})
+    tracker.set_tags({"gate_reason": decision.reason})
+    registered_version = tracker.register(onnx_bytes, config.registered_model_name)
+
+    manifest = {
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "model_version": model_version,
+        "created_at": now.isoformat(timespec="seconds"),
+        "data_hash": data_hash,
+        "data_sources": [{"name": name, "rows": rows} for name, rows in dataset.sources],
+        "rows": dataset.n_rows,
+        "split": {"mode": config.split.value, **split_sizes},
+        "threshold": threshold,
+        "threshold_policy": config.threshold_policy.value,
+        "risk_cutoffs": {"medium": threshold * MEDIUM_RISK_SHARE_OF_THRESHOLD, "high": threshold},
+        "input_names": list(preprocessor.output_names),
+        "raw_columns": list(FEATURE_COLUMNS),
+        "metrics": metrics,
+        "baseline_lightgbm_metrics": baseline_metrics,
+        "feature_importances": importances,
+        "onnx": parity,
+        "gate": {
+            "promoted": decision.promote,
+            "reason": decision.reason,
+            "champion_version": decision.champion_version,
+            "champion_auprc": decision.champion_auprc,
+        },
+        "mlflow": {
+            "tracking_uri": tracker.tracking_uri,
+            "run_id": run_id,
+            "registered_model": config.registered_model_name,
+            "version": registered_version,
+        },
+        "training": config.as_params(),
+    }
+    profile = build_reference_profile(
+        {name: raw_train[:, i] for i, name in enumerate(FEATURE_COLUMNS)},
+        model_version=model_version,
+        data_hash=data_hash,
+        seed=config.seed,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tabnet_zip = Path(model.save_model(str(Path(tmp) / "tabnet")))
+        files = {
+            ONNX_FILENAME: onnx_bytes,
+            TABNET_FILENAME: tabnet_zip.read_bytes(),
+            PREPROCESSING_FILENAME: json.dumps(preprocessor.to_dict(), indent=2).encode(),
+            REFERENCE_PROFILE_FILENAME: profile.to_bytes(),
+            MANIFEST_FILENAME: json.dumps(manifest, indent=2, allow_nan=False).encode(),
+        }
+    if new_base is not None:
+        artifacts.put_bytes(BASE_DATASET_KEY, base_dataset_bytes(new_base), "application/gzip")
+    # Every file of the bundle first, the manifest last of them; then, only when promoted,
+    # the pointer: a reader following the pointer never finds half a bundle.
+    for name, data in files.items():
+        artifacts.put_bytes(bundle_key(model_version, name), data)
+    if config.output_dir:
+        output = Path(config.output_dir)
+        output.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (output / name).write_bytes(data)
+    if decision.promote:
+        artifacts.put_champion_pointer(ChampionPointer.for_version(model_version, now.isoformat(timespec="seconds")))
+        tracker.set_champion(config.registered_model_name, registered_version)
+    log.info("gate: %s", decision.reason)
+    return TrainingOutcome(
+        model_version=model_version,
+        promoted=decision.promote,
+        reason=decision.reason,
+        metrics=metrics,
+        baseline_metrics=baseline_metrics,
+        run_id=run_id,
+        registered_version=registered_version,
+        data_hash=data_hash,
+    )
