@@ -134,14 +134,14 @@ def _parse_value(name: str, raw: Any) -> Any:
         raise ConfigError(f"setting {name}={text!r} is not a valid {kind}") from exc
 
 
-def _normalise(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+def _normalise(raw: Mapping[str, Any], source: str, shown_prefix: str = "") -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.replace("-", "_").lower()
         if name == "preset":
             continue
         if name not in TrainingConfig.__dataclass_fields__:
-            raise ConfigError(f"unknown setting {key!r} in {source}")
+            raise ConfigError(f"unknown setting {shown_prefix}{key} in {source}")
         changes[name] = _parse_value(name, value)
     return changes
 
@@ -172,8 +172,12 @@ def load_config(
     config = TrainingConfig()
     if preset:
         config = config.with_changes(PRESETS[preset])
-    for source, raw in (("hyperparameters.json", hyperparameters), ("environment", from_env), ("CLI", from_cli)):
-        config = config.with_changes(_normalise(raw, source))
+    for source, raw, prefix in (
+        ("hyperparameters.json", hyperparameters, ""),
+        ("the environment", from_env, "TRAIN_"),
+        ("the command line", from_cli, "--"),
+    ):
+        config = config.with_changes(_normalise(raw, source, prefix))
     if "job_id" not in from_cli and not config.job_id and env.get("TRAINING_JOB_ID"):
         config = config.with_changes({"job_id": env["TRAINING_JOB_ID"]})
     return config

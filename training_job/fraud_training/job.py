@@ -24,7 +24,13 @@ from fraud_training.config import TrainingConfig
 from fraud_training.data import Dataset, base_dataset_bytes, load_training_data
 from fraud_training.evaluation import choose_threshold, evaluate
 from fraud_training.gate import GateDecision, decide
-from fraud_training.onnx_export import check_parity, export_onnx
+from fraud_training.onnx_export import (
+    check_parity,
+    export_onnx,
+    onnx_probabilities,
+    serving_network,
+    torch_probabilities,
+)
 from fraud_training.split import split_rows, undersample
 from fraud_training.tracking import RunTracker, git_commit
 from fraudlib.layout import (
@@ -155,25 +161,16 @@ def run_training(
     return outcome
 
 
-def _train_and_publish(
-    *,
+def _log_run_inputs(
+    tracker: RunTracker,
     config: TrainingConfig,
+    *,
     dataset: Dataset,
     split_sizes: dict[str, int],
-    arrays: tuple[np.ndarray, ...],
-    raw_test: np.ndarray,
-    raw_train: np.ndarray,
-    preprocessor: Preprocessor,
     model_version: str,
     data_hash: str,
-    new_base: Any,
     s3: Any,
-    artifacts: ArtifactStore,
-    tracker: RunTracker,
-    run_id: str,
-    now: datetime,
-) -> TrainingOutcome:
-    train_x, train_y, val_x, val_y, test_x, test_y = arrays
+) -> None:
     tracker.log_params({**config.as_params(), "model_version": model_version})
     tracker.set_tags(
         {
@@ -197,28 +194,68 @@ def _train_and_publish(
         report = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         tracker.log_json(report, "trigger/drift_report.json")
 
+
+def _baseline(
+    config: TrainingConfig, tracker: RunTracker, arrays: tuple[np.ndarray, ...]
+) -> tuple[dict[str, Any], np.ndarray]:
+    """LightGBM on the same rows and features, with its own threshold by the same policy."""
+    train_x, train_y, val_x, val_y, test_x, test_y = arrays
+    tree = baseline.train_lightgbm(train_x, train_y, val_x, val_y, config.seed)
+    threshold = choose_threshold(
+        val_y, baseline.predict_fraud_proba(tree, val_x), config.threshold_policy, config.target_recall
+    )
+    scores = baseline.predict_fraud_proba(tree, test_x)
+    metrics = evaluate(test_y, scores, threshold, config.bootstrap_rounds, config.seed)
+    tracker.log_metrics(metrics, prefix="baseline_lightgbm_test_")
+    return metrics, scores
+
+
+def _train_and_publish(
+    *,
+    config: TrainingConfig,
+    dataset: Dataset,
+    split_sizes: dict[str, int],
+    arrays: tuple[np.ndarray, ...],
+    raw_test: np.ndarray,
+    raw_train: np.ndarray,
+    preprocessor: Preprocessor,
+    model_version: str,
+    data_hash: str,
+    new_base: Any,
+    s3: Any,
+    artifacts: ArtifactStore,
+    tracker: RunTracker,
+    run_id: str,
+    now: datetime,
+) -> TrainingOutcome:
+    train_x, train_y, val_x, val_y, test_x, test_y = arrays
+    _log_run_inputs(
+        tracker,
+        config,
+        dataset=dataset,
+        split_sizes=split_sizes,
+        model_version=model_version,
+        data_hash=data_hash,
+        s3=s3,
+    )
     model = tabnet_model.train_tabnet(train_x, train_y, val_x, val_y, config)
     tracker.log_history(tabnet_model.epoch_history(model))
-    val_scores = tabnet_model.predict_fraud_proba(model, val_x)
-    test_scores = tabnet_model.predict_fraud_proba(model, test_x)
+    # Export first, prove the graph equals the network, then evaluate what will be served.
+    head = serving_network(model.network)
+    onnx_bytes = export_onnx(head, preprocessor.n_outputs)
+    parity = check_parity(onnx_bytes, torch_probabilities(head, test_x), test_x)
+    test_scores = onnx_probabilities(onnx_bytes, test_x)
+    parity["float32_torch_max_abs_diff"] = float(
+        np.max(np.abs(test_scores - tabnet_model.predict_fraud_proba(model, test_x)))
+    )
+    tracker.log_metrics({"onnx_max_abs_diff": parity["max_abs_diff"]})
+    val_scores = onnx_probabilities(onnx_bytes, val_x)
     threshold = choose_threshold(val_y, val_scores, config.threshold_policy, config.target_recall)
     metrics = evaluate(test_y, test_scores, threshold, config.bootstrap_rounds, config.seed)
     tracker.log_metrics(metrics, prefix="test_")
 
-    baseline_metrics = None
-    baseline_scores = None
-    if config.baseline:
-        tree = baseline.train_lightgbm(train_x, train_y, val_x, val_y, config.seed)
-        baseline_threshold = choose_threshold(
-            val_y, baseline.predict_fraud_proba(tree, val_x), config.threshold_policy, config.target_recall
-        )
-        baseline_scores = baseline.predict_fraud_proba(tree, test_x)
-        baseline_metrics = evaluate(test_y, baseline_scores, baseline_threshold, config.bootstrap_rounds, config.seed)
-        tracker.log_metrics(baseline_metrics, prefix="baseline_lightgbm_test_")
+    baseline_metrics, baseline_scores = _baseline(config, tracker, arrays) if config.baseline else (None, None)
 
-    onnx_bytes = export_onnx(model.network, preprocessor.n_outputs)
-    parity = check_parity(onnx_bytes, test_scores, test_x)
-    tracker.log_metrics({"onnx_max_abs_diff": parity["max_abs_diff"]})
     importances = _importances(model, preprocessor)
     tracker.log_plots(test_y, test_scores, baseline_scores, metrics, importances)
 

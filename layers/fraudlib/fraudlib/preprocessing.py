@@ -87,9 +87,10 @@ class Preprocessor:
         return len(self.output_names)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        """Raw (n, 30) features -> model inputs (n, ``n_outputs``), float32."""
+        """Raw (n, 30) features -> model inputs (n, ``n_outputs``), float64 (the served
+        graph's input type)."""
         engineered, _ = _engineered(features, self.time_encoding)
-        return ((engineered - self.mean) / self.scale).astype(np.float32)
+        return (engineered - self.mean) / self.scale
 
     def to_dict(self) -> dict[str, Any]:
         return {
