@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SAM_VENV := .tools/sam
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test unit integration e2e lint stack demo bench clean
+.PHONY: setup test unit integration e2e lint stack demo bench clean mlflow-ui train
 
 setup: $(STAMP) $(SAM_VENV)/bin/sam
 
@@ -52,3 +52,9 @@ bench: setup
 
 clean:
 	rm -rf .stack .pytest_cache .ruff_cache
+
+mlflow-ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.stack/mlflow.db --host 127.0.0.1 --port 5000
+
+train: setup
+	$(PY) training_job/entrypoint.py $(ARGS)

@@ -1,14 +1,14 @@
-"""`make demo`: the ingest path, for real, on the embedded stack.
+"""`make demo`: the loop so far, for real, on the embedded stack.
 
 1. starts the embedded stack (moto on 127.0.0.1:4566, or AWS_ENDPOINT_URL);
-2. publishes a reference profile for the served model (see below);
-3. drops a clean batch, a drifted batch and a malformed file into the incoming bucket;
-4. waits for S3 -> SQS -> the drift function, and prints the reports, the quarantine report
-   and the training launch.
+2. trains and promotes the first model with the real training job (synthetic "day 1");
+3. drops a clean batch, a drifted labelled batch and a malformed file into the incoming bucket;
+4. waits for S3 -> SQS -> the drift function, prints the reports, the quarantine report and
+   the training launch, then waits for the retraining job the drift started and prints its
+   outcome (promoted or kept the champion, and why).
 
-Until the training job exists (issue: training job), no model can be trained here, so the
-demo publishes the reference profile of a synthetic "day 1" under the model version
-``bootstrap-synthetic``, exactly as the training job will publish its own, and says so.
+Training uses a short recipe (``TRAIN_PRESET=smoke``, 15 epochs) so that the demo takes a
+few minutes on two cores.
 """
 
 from __future__ import annotations
@@ -16,21 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
+import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from devstack.stack import DEFAULT_PORT, EmbeddedStack, free_port
+from devstack.stack import DEFAULT_PORT, REPO_ROOT, EmbeddedStack, free_port
 from fraudlib import aws
-from fraudlib.layout import CHAMPION_POINTER_KEY, reference_profile_key
-from fraudlib.pointer import ChampionPointer
-from fraudlib.profile import build_reference_profile
+from fraudlib.layout import CHAMPION_POINTER_KEY
 from fraudlib.synthetic import generate_transactions, to_csv_bytes
 
 DAY_S = 86_400.0
-BOOTSTRAP_VERSION = "bootstrap-synthetic"
+TRAINING_ENTRYPOINT = REPO_ROOT / "training_job" / "entrypoint.py"
+DEMO_TRAINING_ENV = {"TRAIN_PRESET": "smoke", "TRAIN_MAX_EPOCHS": "15", "TRAIN_PATIENCE": "15"}
+
+
+class DemoError(RuntimeError):
+    """A step of the demo did not succeed."""
 
 
 def _port_is_free(port: int) -> bool:
@@ -82,25 +86,60 @@ def _print_report(report: dict[str, Any]) -> None:
         _say(f"    retraining: {report['retraining']['status']} (job {report['retraining']['job_id']})")
 
 
+def _train_first_model(stack: EmbeddedStack, s3: Any, artifacts: str) -> None:
+    _say("\n[2/4] training the first model on 20,000 synthetic 'day 1' transactions (the real job)")
+    first = stack.state_dir / "day-1.csv"
+    first.write_bytes(to_csv_bytes(generate_transactions(20_000, seed=1, fraud_rate=0.01, duration_s=DAY_S)))
+    # As a user would run it: the training entrypoint as a process (its progress shows).
+    command = [sys.executable, str(TRAINING_ENTRYPOINT), "--data", str(first), "--job-id", "first-model"]
+    if subprocess.run(command, check=False).returncode != 0:
+        raise DemoError("the first training failed; its log is above")
+    pointer = _json(s3, artifacts, CHAMPION_POINTER_KEY)
+    manifest = _json(s3, artifacts, f"{pointer['bundle_prefix']}manifest.json")
+    metrics, baseline = manifest["metrics"], manifest["baseline_lightgbm_metrics"]
+    _say(
+        f"  served model {pointer['model_version']}: test ROC-AUC {metrics['roc_auc']:.3f}, AUPRC"
+        f" {metrics['auprc']:.3f} (LightGBM {baseline['auprc']:.3f}), threshold {manifest['threshold']:.3f}"
+    )
+
+
+def _follow_retraining(s3: Any, artifacts: str) -> None:
+    launches = [key for key in _keys(s3, artifacts, "records/launches/") if not key.endswith("first-model.json")]
+    for key in launches:
+        launch = _json(s3, artifacts, key)
+        _say(f"  training job {launch['job_id']} ({launch['backend']}) started; {launch['handle']}")
+        _say("  waiting for it: it retrains on the base dataset plus the drifted labelled batch")
+        done = _wait(
+            lambda key=key: (record := _json(s3, artifacts, key))["status"] != "started" and record,
+            900,
+            "the retraining job",
+        )
+        if done["status"] != "succeeded":
+            _say(f"  {done['job_id']}: {done['status']}: {done.get('error', 'see its log')}")
+            continue
+        verdict = "PROMOTED" if done["promoted"] else "not promoted"
+        _say(f"  {done['job_id']}: {verdict}: {done['gate_reason']}")
+        _say(
+            f"    model {done['model_version']}: test AUPRC {done['test_auprc']:.3f},"
+            f" ROC-AUC {done['test_roc_auc']:.3f}"
+        )
+    _say(f"  served model now: {_json(s3, artifacts, CHAMPION_POINTER_KEY)['model_version']}")
+
+
 def run_demo(stack: EmbeddedStack) -> None:
     s3 = aws.client("s3")
     incoming = stack.outputs["IncomingBucketName"]
     artifacts = stack.outputs["ArtifactsBucketName"]
-
-    _say(
-        f"\n[2/4] no training job exists yet: publishing the reference profile of 60,000 synthetic"
-        f" 'day 1' transactions as model {BOOTSTRAP_VERSION!r}"
-    )
-    reference = generate_transactions(60_000, seed=1, duration_s=DAY_S)
-    profile = build_reference_profile(reference, model_version=BOOTSTRAP_VERSION, data_hash="synthetic-seed-1")
-    s3.put_object(Bucket=artifacts, Key=reference_profile_key(BOOTSTRAP_VERSION), Body=profile.to_bytes())
-    pointer = ChampionPointer.for_version(BOOTSTRAP_VERSION, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    s3.put_object(Bucket=artifacts, Key=CHAMPION_POINTER_KEY, Body=pointer.to_json())
+    _train_first_model(stack, s3, artifacts)
 
     batches = {
-        "incoming/day-2 clean.csv": to_csv_bytes(generate_transactions(20_000, seed=2, start_time_s=DAY_S)),
+        "incoming/day-2 clean.csv": to_csv_bytes(
+            generate_transactions(20_000, seed=2, start_time_s=DAY_S, labelled=False)
+        ),
         "incoming/day-3-drifted.csv": to_csv_bytes(
-            generate_transactions(20_000, seed=3, start_time_s=2 * DAY_S, shift={"V4": 0.8, "Amount": 0.6})
+            generate_transactions(
+                20_000, seed=3, fraud_rate=0.01, start_time_s=2 * DAY_S, shift={"V4": 0.8, "Amount": 0.6}
+            )
         ),
         "incoming/day-3-broken.csv": to_csv_bytes(generate_transactions(500, seed=4)).replace(b"\n1", b"\nx1", 1),
     }
@@ -111,8 +150,8 @@ def run_demo(stack: EmbeddedStack) -> None:
 
     _say("\n[4/4] S3 -> SQS -> drift function; waiting for the reports")
     _wait(lambda: len(_keys(s3, artifacts, "reports/drift/")) >= 2, 120, "two drift reports")
-    _wait(lambda: _keys(s3, incoming, "quarantine/"), 60, "the quarantine report")
-    _wait(lambda: _keys(s3, artifacts, "records/launches/"), 60, "the training launch")
+    _wait(lambda: len(_keys(s3, incoming, "quarantine/")) >= 2, 60, "the quarantine report")
+    _wait(lambda: len(_keys(s3, artifacts, "records/launches/")) >= 2, 60, "the training launch")
     time.sleep(1.0)  # the drifted batch's report is rewritten once its job has started
     for key in _keys(s3, artifacts, "reports/drift/"):
         _print_report(_json(s3, artifacts, key))
@@ -120,14 +159,11 @@ def run_demo(stack: EmbeddedStack) -> None:
         if key.endswith(".error.json"):
             error = _json(s3, incoming, key)["error"]
             _say(f"  QUARANTINED {key.removesuffix('.error.json')}: {error['message']}")
-    for key in _keys(s3, artifacts, "records/launches/"):
-        launch = _json(s3, artifacts, key)
-        _say(f"  training job {launch['job_id']} ({launch['backend']}): {launch['status']}, {launch['handle']}")
-        log_path = launch["handle"].rpartition("log:")[2]
-        if launch["status"] == "failed" and log_path:
-            tail = Path(log_path).read_text(errors="replace").strip().splitlines()[-1:]
-            _say(f"    last line of its log: {tail[0] if tail else '(empty)'}")
-    _say(f"\noutputs: {stack.state_dir / 'outputs.json'}; reports: s3://{artifacts}/reports/drift/")
+    _follow_retraining(s3, artifacts)
+    _say(
+        f"\noutputs: {stack.state_dir / 'outputs.json'}; reports: s3://{artifacts}/reports/drift/;"
+        " MLflow runs: make mlflow-ui"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     port = DEFAULT_PORT if _port_is_free(DEFAULT_PORT) else free_port()
     quiet = {} if args.verbose else {"LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"}
+    # Both training jobs (the first, in-process; the retrain that drift starts, a
+    # subprocess) read these.
+    os.environ.update(DEMO_TRAINING_ENV)
     stack = EmbeddedStack(stack_name=args.stack_name, port=port, function_env=quiet)
     _say("[1/4] starting the embedded stack")
     with stack:
@@ -147,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             run_demo(stack)
-        except TimeoutError as exc:
+        except (TimeoutError, DemoError) as exc:
             print(f"demo failed: {exc}", file=sys.stderr)
             return 1
     return 0

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -123,7 +124,11 @@ class EmbeddedStack:
         env = self.resolved.function_environment(logical_id)
         env.update(
             TRAINING_BACKEND="local",
+            # The training entrypoint, by absolute path: the job may start from any directory.
+            LOCAL_TRAINING_COMMAND=shlex.join([sys.executable, str(REPO_ROOT / "training_job" / "entrypoint.py")]),
             LOCAL_TRAINING_LOG_DIR=str(self.state_dir / "jobs"),
+            # Where local training jobs keep MLflow's SQLite store and artifacts.
+            FRAUD_STATE_DIR=str(self.state_dir),
             POWERTOOLS_TRACE_DISABLED="true",
             AWS_ENDPOINT_URL=self.endpoint_url,
         )

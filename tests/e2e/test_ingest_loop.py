@@ -1,53 +1,61 @@
-"""The whole ingest loop on the embedded stack (or AWS_ENDPOINT_URL): upload files into the
-incoming bucket and watch S3 -> SQS -> the drift function (invoked by the event-source
-poller) write the reports, quarantine the bad file and launch exactly one training job."""
+"""The whole loop on the embedded stack (or AWS_ENDPOINT_URL): train the first model, then
+drop files into the incoming bucket and watch S3 -> SQS -> the drift function (invoked by
+the event-source poller) write the reports, quarantine the bad file, and launch exactly one
+training job, which the local launcher runs for real: it retrains on the base dataset plus
+the drifted labelled batch and publishes a new bundle."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+import entrypoint
 from devstack.stack import EmbeddedStack
 from fraudlib import aws
+from fraudlib.layout import CHAMPION_POINTER_KEY
 from fraudlib.synthetic import generate_transactions, to_csv_bytes
-from tests.helpers import list_keys, publish_champion, read_json, sleep_command, wait_for
+from tests.helpers import list_keys, read_json, wait_for
 
 pytestmark = pytest.mark.e2e
+DAY_S = 86_400
 
 
 @pytest.fixture
-def running_stack(aws_endpoint, stack_name, tmp_path):
-    stack = EmbeddedStack(
-        stack_name=stack_name,
-        state_dir=tmp_path / ".stack",
-        # The training entrypoint arrives with the training issue; until then a real process
-        # that runs for a few seconds stands in for it, so the launch and lock are real.
-        function_env={"LOCAL_TRAINING_COMMAND": sleep_command(2)},
-    )
+def running_stack(aws_endpoint, stack_name, tmp_path, monkeypatch):
+    # Small and fast training for the jobs this test starts; they inherit the environment.
+    monkeypatch.setenv("TRAIN_PRESET", "smoke")
+    monkeypatch.setenv("TRAIN_MAX_EPOCHS", "8")
+    monkeypatch.setenv("TRAIN_PATIENCE", "8")
+    stack = EmbeddedStack(stack_name=stack_name, state_dir=tmp_path / ".stack")
     with stack:
+        monkeypatch.setenv("ARTIFACTS_BUCKET", stack.outputs["ArtifactsBucketName"])
+        monkeypatch.setenv("FRAUD_STATE_DIR", str(stack.state_dir))
         yield stack
 
 
-def test_drop_clean_drifted_and_malformed_batches(running_stack):
+def test_train_then_drop_clean_drifted_and_malformed_batches(running_stack, tmp_path):
     s3 = aws.client("s3")
     outputs = json.loads((running_stack.state_dir / "outputs.json").read_text())
-    assert set(outputs) >= {
-        "IncomingBucketName",
-        "ArtifactsBucketName",
-        "IncomingQueueUrl",
-        "DeadLetterQueueUrl",
-    }
+    assert set(outputs) >= {"IncomingBucketName", "ArtifactsBucketName", "IncomingQueueUrl", "DeadLetterQueueUrl"}
     incoming, artifacts = outputs["IncomingBucketName"], outputs["ArtifactsBucketName"]
-    publish_champion(s3, artifacts)
+
+    first = tmp_path / "day-1.csv"
+    first.write_bytes(to_csv_bytes(generate_transactions(10_000, seed=20, fraud_rate=0.03, duration_s=DAY_S)))
+    assert entrypoint.main(["--data", str(first), "--job-id", "first-model"]) == 0
+    first_version = read_json(s3, artifacts, CHAMPION_POINTER_KEY)["model_version"]
 
     s3.put_object(
         Bucket=incoming,
         Key="incoming/day 2 clean.csv",
-        Body=to_csv_bytes(generate_transactions(4000, seed=21, start_time_s=2 * 86_400)),
+        Body=to_csv_bytes(generate_transactions(4000, seed=21, start_time_s=DAY_S, labelled=False)),
     )
+    drifted_key = "incoming/day-3-drifted.csv"
     s3.put_object(
         Bucket=incoming,
-        Key="incoming/day-3-drifted.csv",
-        Body=to_csv_bytes(generate_transactions(4000, seed=22, shift={"V4": 0.8, "V11": 0.7})),
+        Key=drifted_key,
+        Body=to_csv_bytes(
+            generate_transactions(4000, seed=22, fraud_rate=0.03, start_time_s=2 * DAY_S, shift={"V4": 0.8, "V11": 0.7})
+        ),
     )
     s3.put_object(Bucket=incoming, Key="incoming/broken.csv", Body=b'"Time","V1"\n0,1.5\n')
 
@@ -57,30 +65,40 @@ def test_drop_clean_drifted_and_malformed_batches(running_stack):
         # The drifted batch's report is rewritten with the launch once the job has started.
         return len(keys) == 2 and "retraining" in by_name.get("day-3-drifted", {}) and by_name
 
-    by_name = wait_for(reports_done)
-    quarantine = wait_for(lambda: list_keys(s3, incoming, "quarantine/") or None)
+    by_name = wait_for(reports_done, timeout_s=60)
     assert by_name["day 2 clean"]["status"] == "no_drift"
+    assert by_name["day 2 clean"]["reference"]["model_version"] == first_version
     assert by_name["day-3-drifted"]["status"] == "drift"
     assert by_name["day-3-drifted"]["drifted_features"] == ["V4", "V11"]
 
+    quarantine = wait_for(lambda: len(keys := list_keys(s3, incoming, "quarantine/")) == 2 and keys)
     assert quarantine == ["quarantine/broken.csv", "quarantine/broken.csv.error.json"]
     error = read_json(s3, incoming, "quarantine/broken.csv.error.json")["error"]
     assert error["code"] == "missing_column" and error["column"] == "V2"
 
-    launches = wait_for(lambda: list_keys(s3, artifacts, "records/launches/") or None)
+    launches = [k for k in list_keys(s3, artifacts, "records/launches/") if "first-model" not in k]
     assert len(launches) == 1
     launch = read_json(s3, artifacts, launches[0])
-    assert launch["batch"]["key"] == "incoming/day-3-drifted.csv"
-    assert by_name["day-3-drifted"]["retraining"] == {
-        "status": "started",
-        "job_id": launch["job_id"],
-        "record": launches[0],
-    }
-    finished = wait_for(lambda: (r := read_json(s3, artifacts, launches[0]))["status"] != "started" and r)
-    assert finished["status"] == "succeeded"
+    assert launch["backend"] == "local" and launch["batch"]["key"] == drifted_key
+    assert by_name["day-3-drifted"]["retraining"]["job_id"] == launch["job_id"]
 
-    records = list_keys(s3, artifacts, "records/batches/")
-    assert len(records) == 2
+    # The local launcher runs the real training job: it retrains on the base dataset plus the
+    # drifted labelled batch, and publishes a bundle.
+    finished = wait_for(
+        lambda: (r := read_json(s3, artifacts, launches[0]))["status"] not in ("started",) and r, timeout_s=240
+    )
+    log_path = launch["handle"].rpartition("log:")[2]
+    assert finished["status"] == "succeeded", Path(log_path).read_text()[-3000:]
+    new_version = finished["model_version"]
+    manifest = read_json(s3, artifacts, f"models/{new_version}/manifest.json")
+    sources = [source["name"] for source in manifest["data_sources"]]
+    assert sources == [f"s3://{artifacts}/datasets/base/base.csv.gz", f"s3://{incoming}/{drifted_key}"]
+    assert manifest["rows"] == 14_000
+    assert manifest["mlflow"]["run_id"] == finished["mlflow_run_id"]
+    pointer = read_json(s3, artifacts, CHAMPION_POINTER_KEY)["model_version"]
+    assert pointer == (new_version if finished["promoted"] else first_version)
+
+    assert len(list_keys(s3, artifacts, "records/batches/")) == 2
     sqs = aws.client("sqs")
     attributes = sqs.get_queue_attributes(QueueUrl=outputs["DeadLetterQueueUrl"], AttributeNames=["All"])
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
