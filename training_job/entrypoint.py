@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("botocore", "urllib3", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # SageMaker starts training images as `<image> train`
+        argv = argv[1:]
     try:
         config = load_config(argv, os.environ)
     except (ConfigError, SystemExit) as exc:

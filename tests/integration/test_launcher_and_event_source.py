@@ -47,7 +47,6 @@ def test_sagemaker_training_job_request_is_well_formed(aws_endpoint):
     assert channels == {
         "base": "s3://art-bucket/datasets/base/",
         "incoming": "s3://in-bucket/incoming/",
-        "models": "s3://art-bucket/models/",
     }
     assert job["OutputDataConfig"]["S3OutputPath"] == "s3://art-bucket/training-output/"
     assert job["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"

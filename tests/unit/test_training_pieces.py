@@ -130,3 +130,24 @@ def test_bad_settings_are_named(tmp_path):
         load_config(["--max-epochs", "many"], {}, tmp_path / "absent.json")
     with pytest.raises(ConfigError, match="unknown setting TRAIN_EPOCHS"):
         load_config([], {"TRAIN_EPOCHS": "3"}, tmp_path / "absent.json")
+
+
+def test_sagemaker_channels_are_read_instead_of_s3(tmp_path):
+    from fraud_training.data import _channel_copy
+
+    (tmp_path / "incoming" / "2024").mkdir(parents=True)
+    (tmp_path / "incoming" / "2024" / "day 2.csv").write_text("x")
+    uri = "s3://in/incoming/2024/day 2.csv"
+    assert _channel_copy(uri, tmp_path, "incoming", "incoming/") == str(tmp_path / "incoming/2024/day 2.csv")
+    assert (
+        _channel_copy("s3://in/incoming/other.csv", tmp_path, "incoming", "incoming/") == "s3://in/incoming/other.csv"
+    )
+    assert _channel_copy(uri, None, "incoming", "incoming/") == uri
+
+
+def test_entrypoint_accepts_sagemakers_train_argument_and_names_bad_settings(caplog, monkeypatch):
+    import entrypoint
+
+    monkeypatch.setenv("ARTIFACTS_BUCKET", "unused")
+    assert entrypoint.main(["train", "--max-epochs", "many"]) == 2
+    assert "max_epochs='many'" in caplog.text

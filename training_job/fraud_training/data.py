@@ -130,7 +130,24 @@ def labelled_batch_uris(s3: Any, artifacts_bucket: str) -> list[str]:
     return uris
 
 
-def load_training_data(s3: Any, artifacts_bucket: str, first_data: str) -> tuple[Dataset, Batch | None]:
+def _channel_copy(uri: str, channels: Path | None, channel: str, prefix: str) -> str:
+    """Under SageMaker, the local copy of ``uri`` in an input channel, when there is one.
+
+    The ``base`` channel holds ``datasets/base/``, the ``incoming`` channel ``incoming/``
+    (see ``fraudlib.launcher``); reading them saves a second download.
+    """
+    if channels is None:
+        return uri
+    key = uri[len("s3://") :].partition("/")[2]
+    if not key.startswith(prefix):
+        return uri
+    local = channels / channel / key[len(prefix) :]
+    return str(local) if local.is_file() else uri
+
+
+def load_training_data(
+    s3: Any, artifacts_bucket: str, first_data: str, channels: Path | None = None
+) -> tuple[Dataset, Batch | None]:
     """The base dataset (or ``first_data``, which becomes it) plus every labelled batch.
 
     Returns
@@ -147,12 +164,13 @@ def load_training_data(s3: Any, artifacts_bucket: str, first_data: str) -> tuple
     else:
         base_uri = f"s3://{artifacts_bucket}/{BASE_DATASET_KEY}"
         try:
-            batches.append((base_uri, read_local_or_s3(base_uri, s3)))
-        except s3.exceptions.NoSuchKey as exc:
+            source = _channel_copy(base_uri, channels, "base", "datasets/base/")
+            batches.append((base_uri, read_local_or_s3(source, s3)))
+        except (s3.exceptions.NoSuchKey, FileNotFoundError) as exc:
             raise DataError(f"no base dataset at {base_uri}: train the first model with --data") from exc
     for uri in labelled_batch_uris(s3, artifacts_bucket):
         try:
-            batches.append((uri, read_local_or_s3(uri, s3)))
+            batches.append((uri, read_local_or_s3(_channel_copy(uri, channels, "incoming", "incoming/"), s3)))
         except s3.exceptions.NoSuchKey:
             log.warning("labelled batch %s is gone; training without it", uri)
     return stack(batches), new_base

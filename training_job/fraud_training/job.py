@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from fraud_training import baseline, tabnet_model
-from fraud_training.config import TrainingConfig
+from fraud_training.config import SAGEMAKER_INPUT_DIR, TrainingConfig
 from fraud_training.data import Dataset, base_dataset_bytes, load_training_data
 from fraud_training.evaluation import choose_threshold, evaluate
 from fraud_training.gate import GateDecision, decide
@@ -114,7 +114,8 @@ def run_training(
     changed nothing that is served (the pointer is written last, only on success)."""
     started = time.monotonic()
     now = now or datetime.now(UTC)
-    dataset, new_base = load_training_data(s3, artifacts.bucket, config.data)
+    channels = SAGEMAKER_INPUT_DIR if SAGEMAKER_INPUT_DIR.is_dir() else None
+    dataset, new_base = load_training_data(s3, artifacts.bucket, config.data, channels)
     data_hash = dataset.content_hash()
     model_version = new_model_version(now, data_hash)
     log.info(

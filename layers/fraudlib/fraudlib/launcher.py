@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fraudlib.config import LocalTrainingSettings, SageMakerSettings
-from fraudlib.layout import INCOMING_PREFIX, MODELS_PREFIX
+from fraudlib.layout import BASE_DATASET_KEY, INCOMING_PREFIX
 
 TRAINING_OUTPUT_PREFIX = "training-output/"
-BASE_DATASET_PREFIX = "datasets/base/"
+BASE_DATASET_PREFIX = BASE_DATASET_KEY.rsplit("/", 1)[0] + "/"
 
 
 def new_job_id(now: datetime) -> str:
@@ -111,7 +111,6 @@ class SageMakerLauncher:
             "InputDataConfig": [
                 channel("base", request.artifacts_bucket, BASE_DATASET_PREFIX),
                 channel("incoming", request.incoming_bucket, INCOMING_PREFIX),
-                channel("models", request.artifacts_bucket, MODELS_PREFIX),
             ],
             "OutputDataConfig": {"S3OutputPath": f"s3://{request.artifacts_bucket}/{TRAINING_OUTPUT_PREFIX}"},
             "ResourceConfig": {
