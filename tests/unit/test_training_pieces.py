@@ -151,3 +151,23 @@ def test_entrypoint_accepts_sagemakers_train_argument_and_names_bad_settings(cap
     monkeypatch.setenv("ARTIFACTS_BUCKET", "unused")
     assert entrypoint.main(["train", "--max-epochs", "many"]) == 2
     assert "max_epochs='many'" in caplog.text
+
+
+def test_gate_compares_on_the_newest_batch_when_it_has_enough_frauds():
+    from fraud_training.job import MIN_GATE_FRAUDS, gate_rows
+
+    base_x, base_y = dataset(3000, seed=1, fraud_rate=0.02)
+    new_x, new_y = dataset(2000, seed=2, fraud_rate=0.05)
+    data = stack([("base", Batch(base_x, base_y)), ("s3://in/incoming/day-9.csv", Batch(new_x, new_y))])
+    test_rows = np.arange(0, data.n_rows, 3)
+    mask, reason = gate_rows(data, test_rows, data.labels[test_rows])
+    assert (data.origin[test_rows][mask] == 1).all() and mask.sum() == (data.origin[test_rows] == 1).sum()
+    assert "newest labelled batch s3://in/incoming/day-9.csv" in reason
+    only_base = stack([("base", Batch(base_x, base_y))])
+    mask, reason = gate_rows(only_base, test_rows[:900], only_base.labels[test_rows[:900]])
+    assert mask.all() and "no labelled batch" in reason
+    few_y = np.zeros_like(new_y)
+    few_y[:3] = 1
+    few = stack([("base", Batch(base_x, base_y)), ("new", Batch(new_x, few_y))])
+    mask, reason = gate_rows(few, test_rows, few.labels[test_rows])
+    assert mask.all() and f"fewer than {MIN_GATE_FRAUDS}" in reason

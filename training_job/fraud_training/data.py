@@ -40,12 +40,14 @@ class Dataset:
     labels : ndarray (n,) of 0/1
     sources : list of (name, rows) in the order the rows are stacked
     duplicates_dropped : int
+    origin : ndarray (n,) of int, the index in ``sources`` each row came from
     """
 
     features: np.ndarray
     labels: np.ndarray
     sources: tuple[tuple[str, int], ...]
     duplicates_dropped: int
+    origin: np.ndarray
 
     @property
     def n_rows(self) -> int:
@@ -80,13 +82,18 @@ def read_local_or_s3(uri: str, s3: Any) -> Batch:
         return _labelled(read_batch(handle, source=uri, limits=TRAINING_LIMITS), uri)
 
 
-def drop_duplicates(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Drop exact duplicate rows (features and label), keeping the first of each, in order."""
+def unique_rows(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct row (features and label), in order."""
     rows = np.ascontiguousarray(np.column_stack([features, labels.astype(np.float64)]))
     keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
     _, first = np.unique(keys, return_index=True)
-    keep = np.sort(first)
-    return features[keep], labels[keep], int(rows.shape[0] - keep.shape[0])
+    return np.sort(first)
+
+
+def drop_duplicates(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Drop exact duplicate rows (features and label), keeping the first of each, in order."""
+    keep = unique_rows(features, labels)
+    return features[keep], labels[keep], int(labels.shape[0] - keep.shape[0])
 
 
 def stack(batches: list[tuple[str, Batch]]) -> Dataset:
@@ -94,12 +101,14 @@ def stack(batches: list[tuple[str, Batch]]) -> Dataset:
         raise DataError("no training data: give --data for the first training")
     features = np.concatenate([batch.features for _, batch in batches])
     labels = np.concatenate([batch.labels for _, batch in batches if batch.labels is not None])
-    features, labels, dropped = drop_duplicates(features, labels)
+    origin = np.repeat(np.arange(len(batches)), [batch.n_rows for _, batch in batches])
+    keep = unique_rows(features, labels)
     dataset = Dataset(
-        features=features,
-        labels=labels.astype(np.int8),
+        features=features[keep],
+        labels=labels[keep].astype(np.int8),
         sources=tuple((name, batch.n_rows) for name, batch in batches),
-        duplicates_dropped=dropped,
+        duplicates_dropped=int(labels.shape[0] - keep.shape[0]),
+        origin=origin[keep],
     )
     if dataset.n_frauds < 2 or dataset.n_frauds == dataset.n_rows:
         raise DataError(f"training data has {dataset.n_frauds} frauds in {dataset.n_rows} rows: need both classes")

@@ -21,14 +21,16 @@ def decide(
     config: TrainingConfig,
     champion_auprc: float | None = None,
     champion_version: str | None = None,
+    compared_on: str = "the same test rows",
 ) -> GateDecision:
     """Promote when the new AUPRC >= the champion's on the same rows minus the tolerance;
     with no champion, when the absolute floors hold.
 
     Parameters
     ----------
-    new_metrics : the new model's test metrics (``auprc``, ``roc_auc``)
-    champion_auprc : the champion's AUPRC on the same test rows, or None without a champion
+    new_metrics : the new model's metrics (``auprc`` on the compared rows, ``roc_auc``)
+    champion_auprc : the champion's AUPRC on the same rows, or None without a champion
+    compared_on : which rows, in words, for the reason
     """
     new_auprc = float(new_metrics["auprc"])
     if champion_auprc is None:
@@ -49,11 +51,11 @@ def decide(
     if new_auprc >= bar:
         reason = (
             f"AUPRC {new_auprc:.4f} >= champion {champion_version}'s {champion_auprc:.4f}"
-            f" - tolerance {config.gate_tolerance:g} on the same test rows"
+            f" - tolerance {config.gate_tolerance:g}, on {compared_on}"
         )
         return GateDecision(True, reason, new_auprc, champion_auprc, champion_version)
     reason = (
         f"kept champion {champion_version}: new AUPRC {new_auprc:.4f} < its {champion_auprc:.4f}"
-        f" - tolerance {config.gate_tolerance:g} on the same test rows"
+        f" - tolerance {config.gate_tolerance:g}, on {compared_on}"
     )
     return GateDecision(False, reason, new_auprc, champion_auprc, champion_version)

@@ -31,7 +31,7 @@ from fraud_training.onnx_export import (
     serving_network,
     torch_probabilities,
 )
-from fraud_training.split import split_rows, undersample
+from fraud_training.prepare import prepare
 from fraud_training.tracking import RunTracker, git_commit
 from fraudlib.layout import (
     BASE_DATASET_KEY,
@@ -95,6 +95,32 @@ def _champion_auprc(
     return float(average_precision_score(test_labels, scores)), pointer.model_version
 
 
+MIN_GATE_FRAUDS = 10
+"""The gate judges on the newest labelled batch's test rows when they hold this many frauds."""
+
+
+def gate_rows(dataset: Dataset, test_rows: np.ndarray, test_labels: np.ndarray) -> tuple[np.ndarray, str]:
+    """Which test rows the champion gate compares on, and why.
+
+    The newest labelled data is what a new model must handle; its rows that fell in the test
+    split are unseen by both models' training in this run. When they hold too few frauds
+    for a stable AUPRC, the whole test split is used, and the reason says so.
+    """
+    everything = np.ones(test_labels.shape[0], dtype=bool)
+    if len(dataset.sources) < 2:
+        return everything, "the whole test split (no labelled batch since the base dataset)"
+    newest = len(dataset.sources) - 1
+    mask = dataset.origin[test_rows] == newest
+    frauds = int(test_labels[mask].sum())
+    name = dataset.sources[newest][0]
+    if frauds < MIN_GATE_FRAUDS:
+        return everything, (
+            f"the whole test split (the newest batch {name} has {frauds} frauds among its test rows,"
+            f" fewer than {MIN_GATE_FRAUDS})"
+        )
+    return mask, f"the test rows of the newest labelled batch {name} ({int(mask.sum())} rows, {frauds} frauds)"
+
+
 def _importances(model: Any, preprocessor: Preprocessor) -> dict[str, float]:
     values = getattr(model, "feature_importances_", None)
     if values is None:
@@ -126,25 +152,19 @@ def run_training(
         f"{dataset.duplicates_dropped:,}",
         len(dataset.sources),
     )
-    split = split_rows(dataset.features, dataset.labels, config.split, config.seed)
-    raw_train = dataset.features[split.train]
-    preprocessor = Preprocessor.fit(raw_train, config.time_encoding)
-    train_x, train_y = undersample(
-        preprocessor.transform(raw_train), dataset.labels[split.train], config.undersample_ratio, config.seed
-    )
-    val_x, val_y = preprocessor.transform(dataset.features[split.validation]), dataset.labels[split.validation]
-    test_x, test_y = preprocessor.transform(dataset.features[split.test]), dataset.labels[split.test]
+    prepared = prepare(dataset.features, dataset.labels, config)
 
     run_id = tracker.start(run_name=config.job_id or model_version)
     try:
         outcome = _train_and_publish(
             config=config,
             dataset=dataset,
-            split_sizes={"train": len(train_y), "validation": len(val_y), "test": len(test_y)},
-            arrays=(train_x, train_y, val_x, val_y, test_x, test_y),
-            raw_test=dataset.features[split.test],
-            raw_train=raw_train,
-            preprocessor=preprocessor,
+            split_sizes=prepared.sizes,
+            arrays=prepared.arrays,
+            raw_test=prepared.raw_test,
+            test_rows=prepared.test_rows,
+            raw_train=prepared.raw_train,
+            preprocessor=prepared.preprocessor,
             model_version=model_version,
             data_hash=data_hash,
             new_base=new_base,
@@ -199,14 +219,7 @@ def _log_run_inputs(
 def _baseline(
     config: TrainingConfig, tracker: RunTracker, arrays: tuple[np.ndarray, ...]
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """LightGBM on the same rows and features, with its own threshold by the same policy."""
-    train_x, train_y, val_x, val_y, test_x, test_y = arrays
-    tree = baseline.train_lightgbm(train_x, train_y, val_x, val_y, config.seed)
-    threshold = choose_threshold(
-        val_y, baseline.predict_fraud_proba(tree, val_x), config.threshold_policy, config.target_recall
-    )
-    scores = baseline.predict_fraud_proba(tree, test_x)
-    metrics = evaluate(test_y, scores, threshold, config.bootstrap_rounds, config.seed)
+    metrics, scores = baseline.evaluate_lightgbm(config, arrays)
     tracker.log_metrics(metrics, prefix="baseline_lightgbm_test_")
     return metrics, scores
 
@@ -218,6 +231,7 @@ def _train_and_publish(
     split_sizes: dict[str, int],
     arrays: tuple[np.ndarray, ...],
     raw_test: np.ndarray,
+    test_rows: np.ndarray,
     raw_train: np.ndarray,
     preprocessor: Preprocessor,
     model_version: str,
@@ -260,8 +274,10 @@ def _train_and_publish(
     importances = _importances(model, preprocessor)
     tracker.log_plots(test_y, test_scores, baseline_scores, metrics, importances)
 
-    champion_auprc, champion_version = _champion_auprc(artifacts, raw_test, test_y)
-    decision: GateDecision = decide(metrics, config, champion_auprc, champion_version)
+    on_rows, rows_reason = gate_rows(dataset, test_rows, test_y)
+    gate_metrics = {**metrics, "auprc": float(average_precision_score(test_y[on_rows], test_scores[on_rows]))}
+    champion_auprc, champion_version = _champion_auprc(artifacts, raw_test[on_rows], test_y[on_rows])
+    decision: GateDecision = decide(gate_metrics, config, champion_auprc, champion_version, rows_reason)
     tracker.log_metrics({"promoted": int(decision.promote)})
     tracker.set_tags({"gate_reason": decision.reason})
     registered_version = tracker.register(onnx_bytes, config.registered_model_name)
