@@ -29,16 +29,20 @@ def test_cfn_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_sam_validate_lint_is_clean():
+def _sam(*args: str) -> subprocess.CompletedProcess[str]:
     sam = _tool("sam", ROOT / ".tools/sam/bin/sam")
-    result = subprocess.run(
-        [sam, "validate", "--lint", "--template", "template.yaml", "--region", "us-east-1"],
+    return subprocess.run(
+        [sam, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ, "SAM_CLI_TELEMETRY": "0"},
     )
+
+
+def test_sam_validate_lint_is_clean():
+    result = _sam("validate", "--lint", "--template", "template.yaml", "--region", "us-east-1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "is a valid SAM Template" in result.stdout + result.stderr
 
@@ -127,16 +131,8 @@ LAMBDA_UNZIPPED_LIMIT_BYTES = 262_144_000
 def test_layer_builds_within_lambda_limits_and_imports(tmp_path):
     """sam build of the layer (pip needs the package index) fits Lambda's 250 MB limit, and
     the pruned layer still imports on its own, without the development environment."""
-    sam = _tool("sam", ROOT / ".tools/sam/bin/sam")
     build_dir = tmp_path / "build"
-    result = subprocess.run(
-        [sam, "build", "FraudLibLayer", "--build-dir", str(build_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "SAM_CLI_TELEMETRY": "0"},
-    )
+    result = _sam("build", "FraudLibLayer", "--build-dir", str(build_dir))
     assert result.returncode == 0, result.stdout + result.stderr
     layer = build_dir / "FraudLibLayer" / "python"
     size = sum(path.stat().st_size for path in layer.rglob("*") if path.is_file())

@@ -31,7 +31,7 @@ from fraud_training.onnx_export import (
     serving_network,
     torch_probabilities,
 )
-from fraud_training.prepare import prepare
+from fraud_training.prepare import PreparedData, prepare
 from fraud_training.tracking import RunTracker, git_commit
 from fraudlib.layout import (
     BASE_DATASET_KEY,
@@ -159,12 +159,7 @@ def run_training(
         outcome = _train_and_publish(
             config=config,
             dataset=dataset,
-            split_sizes=prepared.sizes,
-            arrays=prepared.arrays,
-            raw_test=prepared.raw_test,
-            test_rows=prepared.test_rows,
-            raw_train=prepared.raw_train,
-            preprocessor=prepared.preprocessor,
+            prepared=prepared,
             model_version=model_version,
             data_hash=data_hash,
             new_base=new_base,
@@ -228,12 +223,7 @@ def _train_and_publish(
     *,
     config: TrainingConfig,
     dataset: Dataset,
-    split_sizes: dict[str, int],
-    arrays: tuple[np.ndarray, ...],
-    raw_test: np.ndarray,
-    test_rows: np.ndarray,
-    raw_train: np.ndarray,
-    preprocessor: Preprocessor,
+    prepared: PreparedData,
     model_version: str,
     data_hash: str,
     new_base: Any,
@@ -243,7 +233,9 @@ def _train_and_publish(
     run_id: str,
     now: datetime,
 ) -> TrainingOutcome:
-    train_x, train_y, val_x, val_y, test_x, test_y = arrays
+    train_x, train_y, val_x, val_y, test_x, test_y = prepared.arrays
+    preprocessor, raw_train, raw_test = prepared.preprocessor, prepared.raw_train, prepared.raw_test
+    split_sizes, test_rows, arrays = prepared.sizes, prepared.test_rows, prepared.arrays
     _log_run_inputs(
         tracker,
         config,
