@@ -83,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe instead of the default")
     parser.add_argument("--max-epochs", type=int, help="override (for a quicker, rougher run)")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--progress", action="store_true", help="log every TabNet epoch")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    if args.progress:
+        logging.getLogger("fraud_training").setLevel(logging.INFO)
 
     features, labels, source = load(args.data)
     features, labels, duplicates = drop_duplicates(features, labels)
