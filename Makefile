@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 SAM_VENV := .tools/sam
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test unit integration e2e lint stack demo bench clean mlflow-ui train
+.PHONY: setup test unit integration e2e lint stack api demo bench bench-scoring clean mlflow-ui train
 
 setup: $(STAMP) $(SAM_VENV)/bin/sam
 
-$(STAMP): pyproject.toml requirements-dev.txt layers/fraudlib/requirements.txt training_job/requirements.txt
+$(STAMP): pyproject.toml requirements-dev.txt layers/fraudlib/requirements.txt functions/scoring/requirements.txt training_job/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt -r training_job/requirements.txt
@@ -44,11 +44,18 @@ lint: setup
 stack: setup
 	$(PY) -m devstack.stack
 
+# The scoring API alone on http://127.0.0.1:3000, against a running `make stack`'s S3.
+api: setup
+	$(PY) -m devstack.api $(ARGS)
+
 demo: setup
 	$(PY) -m devstack.demo
 
 bench: setup
 	$(PY) bench/drift_bench.py
+
+bench-scoring: setup
+	$(PY) bench/scoring_bench.py $(ARGS)
 
 clean:
 	rm -rf .stack .pytest_cache .ruff_cache

@@ -28,7 +28,7 @@ from fraud_training import baseline, tabnet_model
 from fraud_training.config import PRESETS, SplitMode, TrainingConfig
 from fraud_training.data import drop_duplicates
 from fraud_training.evaluation import choose_threshold, evaluate
-from fraud_training.onnx_export import export_onnx, onnx_probabilities, serving_network
+from fraud_training.onnx_export import export_served_graph, onnx_probabilities
 from fraud_training.prepare import prepare
 from fraudlib.batch import BatchLimits, read_batch
 from fraudlib.schema import FEATURE_COLUMNS
@@ -53,7 +53,7 @@ def run_once(features: np.ndarray, labels: np.ndarray, config: TrainingConfig) -
     started = time.perf_counter()
     model = tabnet_model.train_tabnet(prepared.train_x, prepared.train_y, prepared.val_x, prepared.val_y, config)
     tabnet_s = time.perf_counter() - started
-    onnx_bytes = export_onnx(serving_network(model.network), prepared.preprocessor.n_outputs)
+    onnx_bytes, _ = export_served_graph(model.network, prepared.preprocessor.n_outputs, prepared.test_x)
     threshold = choose_threshold(
         prepared.val_y, onnx_probabilities(onnx_bytes, prepared.val_x), config.threshold_policy, config.target_recall
     )

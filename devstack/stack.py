@@ -5,6 +5,8 @@
 * the resources of template.yaml, created by :mod:`devstack.provision`;
 * Lambda's part: an SQS poller per SQS event source of the template, invoking the function's
   handler in-process with the function's environment from the template;
+* API Gateway's part: functions with Api events served over HTTP on 127.0.0.1:3000
+  (:mod:`devstack.api`, the port and event shape of ``sam local start-api``);
 * ``.stack/outputs.json`` with the template's Outputs (and the endpoint).
 """
 
@@ -20,10 +22,12 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from devstack.api import DEFAULT_API_PORT, EnvironmentPool, LocalApi
 from devstack.cfn import DEFAULT_STACK_NAME, ResolvedStack, load_template
 from devstack.poller import SqsEventSourcePoller
 from devstack.provision import provision
@@ -46,6 +50,40 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def emulator_environment(endpoint_url: str) -> dict[str, str]:
+    """What an in-process function needs to reach the emulated endpoint."""
+    env = {name: os.environ.get(name, value) for name, value in _EMULATOR_ENV.items()}
+    env.update(AWS_ENDPOINT_URL=endpoint_url, POWERTOOLS_TRACE_DISABLED="true")
+    return env
+
+
+def image_handler(dockerfile: Path) -> tuple[str, str]:
+    """(code directory, handler) of an image function: the Dockerfile's folder and its CMD."""
+    for line in reversed(dockerfile.read_text(encoding="utf-8").splitlines()):
+        if line.strip().startswith("CMD"):
+            command = json.loads(line.strip()[3:].strip())
+            return str(dockerfile.parent.relative_to(REPO_ROOT)), str(command[0])
+    raise ValueError(f"{dockerfile} has no CMD naming the handler")
+
+
+def function_code(resolved: ResolvedStack, logical_id: str) -> tuple[str, str]:
+    """(code directory, handler) of a zip or image function of the template."""
+    props = resolved.properties(logical_id)
+    if props.get("PackageType") == "Image":
+        metadata = resolved.resources[logical_id].get("Metadata", {})
+        context = REPO_ROOT / metadata.get("DockerContext", ".")
+        return image_handler(context / metadata.get("Dockerfile", "Dockerfile"))
+    return str(props["CodeUri"]), str(props["Handler"])
+
+
+def function_module_loader(
+    resolved: ResolvedStack, logical_id: str, env: dict[str, str]
+) -> tuple[Callable[[], ModuleType], str]:
+    """A loader making a fresh execution environment of the function, and the handler's name."""
+    code_uri, handler = function_code(resolved, logical_id)
+    return (lambda: load_function_module(code_uri, handler, env)), handler.rsplit(".", 1)[1]
 
 
 def load_function_module(code_uri: str, handler: str, env: dict[str, str]) -> ModuleType:
@@ -77,17 +115,29 @@ class EmbeddedStack:
         Where outputs.json and the local training jobs' logs go.
     function_env : dict
         Extra environment for the functions (e.g. drift settings for a test).
+    api_port : int or None
+        Port of the local API (API Gateway's part) for functions with Api events; 0 picks a
+        free one, None serves none.
+    api_environments : int
+        Most concurrent execution environments of an API function.
     """
 
     def __init__(
         self,
         stack_name: str = DEFAULT_STACK_NAME,
+        *,
         port: int | None = DEFAULT_PORT,
         state_dir: Path = DEFAULT_STATE_DIR,
         function_env: dict[str, str] | None = None,
         retry_delay_s: int = 1,
+        api_port: int | None = DEFAULT_API_PORT,
+        api_environments: int = 2,
     ) -> None:
         self.stack_name = stack_name
+        self.api_port = api_port
+        self.api_environments = api_environments
+        self.api_url = ""
+        self._apis: list[LocalApi] = []
         self.port = port
         self.state_dir = Path(state_dir)
         self.function_env = dict(function_env or {})
@@ -138,13 +188,24 @@ class EmbeddedStack:
     def _start_functions(self) -> None:
         sqs = aws.client("sqs", self.resolved.region)
         for logical_id in self.resolved.of_type("AWS::Serverless::Function"):
-            props = self.resolved.properties(logical_id)
-            sqs_events = [e for e in props.get("Events", {}).values() if e["Type"] == "SQS"]
+            events = self.resolved.properties(logical_id).get("Events", {}).values()
+            sqs_events = [e for e in events if e["Type"] == "SQS"]
+            api_events = [e for e in events if e["Type"] == "Api"]
+            load, handler_name = function_module_loader(
+                self.resolved, logical_id, self.function_environment(logical_id)
+            )
+            if api_events and self.api_port is not None:
+                pool = EnvironmentPool(load, handler_name, self.api_environments)
+                pool.warm_up()
+                api = LocalApi(pool, self.resolved.physical_name(logical_id), self.api_port).start()
+                self._apis.append(api)
+                self.api_url = api.url
+                log.info("%s serves %s (API Gateway proxy events)", logical_id, api.url)
             if not sqs_events:
                 continue
-            module = load_function_module(props["CodeUri"], props["Handler"], self.function_environment(logical_id))
+            module = load()
             self.modules[logical_id] = module
-            handler = getattr(module, props["Handler"].rsplit(".", 1)[1])
+            handler = getattr(module, handler_name)
             for event in sqs_events:
                 queue_logical_id = event["Properties"]["Queue"]["Fn::GetAtt"][0]
                 poller = SqsEventSourcePoller(
@@ -166,6 +227,8 @@ class EmbeddedStack:
         self.outputs = provision(self.resolved)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._start_functions()
+        if self.api_url:
+            self.outputs["ApiUrl"] = self.api_url  # the local API instead of execute-api
         self.write_outputs()
         return self
 
@@ -176,6 +239,9 @@ class EmbeddedStack:
         return path
 
     def stop(self) -> None:
+        for api in self._apis:
+            api.stop()
+        self._apis.clear()
         for poller in self._pollers:
             poller.stop()
         self._pollers.clear()
@@ -195,13 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack-name", default=DEFAULT_STACK_NAME)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="moto server port (default 4566)")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where outputs.json goes")
+    parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="local API port (default 3000)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     stop_requested = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop_requested.set())
-    stack = EmbeddedStack(stack_name=args.stack_name, port=args.port, state_dir=args.state_dir)
+    stack = EmbeddedStack(stack_name=args.stack_name, port=args.port, state_dir=args.state_dir, api_port=args.api_port)
     try:
         stack.start()
     except OSError as exc:

@@ -57,3 +57,40 @@ def _quiet_emulator_access_log():
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def trained_bundles(aws_endpoint, tmp_path_factory):
+    """Two real model bundles, {model_version: {file name: bytes}}, oldest first.
+
+    Trained once per session by the training job's entry point (small synthetic data, a few
+    epochs) in a stack of their own; tests publish them into their own stacks.
+    """
+    import entrypoint
+    from devstack.provision import provision
+    from fraudlib import aws
+    from fraudlib.layout import MODELS_PREFIX
+    from fraudlib.synthetic import generate_transactions, to_csv_bytes
+
+    state = tmp_path_factory.mktemp("bundles")
+    outputs = provision(ResolvedStack(load_template(), stack_name=f"b{uuid.uuid4().hex[:10]}"))
+    bucket = outputs["ArtifactsBucketName"]
+    s3 = aws.client("s3")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARTIFACTS_BUCKET", bucket)
+        patch.setenv("LOCK_TABLE", outputs["TrainingLockTableName"])
+        patch.setenv("FRAUD_STATE_DIR", str(state))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        for seed in (11, 12):
+            data = state / f"data-{seed}.csv"
+            data.write_bytes(to_csv_bytes(generate_transactions(6000, seed=seed, fraud_rate=0.03)))
+            args = ["--data", str(data), "--job-id", f"bundle-{seed}", "--seed", str(seed)]
+            args += ["--preset", "smoke", "--max-epochs", "5", "--patience", "5", "--baseline", "false"]
+            assert entrypoint.main(args) == 0
+    bundles: dict[str, dict[str, bytes]] = {}
+    for key in sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=MODELS_PREFIX)["Contents"]):
+        version, _, name = key[len(MODELS_PREFIX) :].partition("/")
+        if name:
+            bundles.setdefault(version, {})[name] = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert len(bundles) == 2, sorted(bundles)
+    return bundles

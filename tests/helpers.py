@@ -46,3 +46,15 @@ def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.2):
             return value
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def publish_bundle(s3, artifacts_bucket: str, version: str, files: dict[str, bytes], promote: bool = True) -> None:
+    """Put a bundle's files, then (like the training job, last) the champion pointer."""
+    for name, data in files.items():
+        s3.put_object(Bucket=artifacts_bucket, Key=f"models/{version}/{name}", Body=data)
+    if promote:
+        s3.put_object(
+            Bucket=artifacts_bucket,
+            Key=CHAMPION_POINTER_KEY,
+            Body=ChampionPointer.for_version(version, "2026-12-03T00:00:00+00:00").to_json(),
+        )

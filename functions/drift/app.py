@@ -15,6 +15,7 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -26,7 +27,9 @@ from fraudlib.retraining import LaunchStatus
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
+# A metric set of this module's own: Powertools' default is one set per process, which the
+# embedded stack (several environments and both functions in one process) would share.
+metrics = Metrics(provider=AmazonCloudWatchEMFProvider())
 
 # Cold start: a missing or wrong setting fails here, naming the variable.
 settings = DriftSettings.from_env(os.environ)

@@ -5,6 +5,8 @@ training job, which the local launcher runs for real: it retrains on the base da
 the drifted labelled batch and publishes a new bundle."""
 
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,27 @@ import entrypoint
 from devstack.stack import EmbeddedStack
 from fraudlib import aws
 from fraudlib.layout import CHAMPION_POINTER_KEY
+from fraudlib.scoring import EXAMPLE_TRANSACTION
 from fraudlib.synthetic import generate_transactions, to_csv_bytes
 from tests.helpers import list_keys, read_json, wait_for
 
 pytestmark = pytest.mark.e2e
 DAY_S = 86_400
+
+
+def served_version(api_url: str) -> str | None:
+    """The model version POST /predict answers with (None while no model is served)."""
+    body = json.dumps({"transaction": EXAMPLE_TRANSACTION}).encode()
+    request = urllib.request.Request(
+        api_url + "predict", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["model_version"]
+    except urllib.error.HTTPError as error:
+        if error.code == 503:
+            return None
+        raise
 
 
 @pytest.fixture
@@ -26,7 +44,12 @@ def running_stack(aws_endpoint, stack_name, tmp_path, monkeypatch):
     monkeypatch.setenv("TRAIN_PRESET", "smoke")
     monkeypatch.setenv("TRAIN_MAX_EPOCHS", "8")
     monkeypatch.setenv("TRAIN_PATIENCE", "8")
-    stack = EmbeddedStack(stack_name=stack_name, state_dir=tmp_path / ".stack")
+    stack = EmbeddedStack(
+        stack_name=stack_name,
+        state_dir=tmp_path / ".stack",
+        api_port=0,
+        function_env={"MODEL_CHECK_INTERVAL_S": "1"},
+    )
     with stack:
         monkeypatch.setenv("ARTIFACTS_BUCKET", stack.outputs["ArtifactsBucketName"])
         monkeypatch.setenv("FRAUD_STATE_DIR", str(stack.state_dir))
@@ -43,6 +66,8 @@ def test_train_then_drop_clean_drifted_and_malformed_batches(running_stack, tmp_
     first.write_bytes(to_csv_bytes(generate_transactions(10_000, seed=20, fraud_rate=0.03, duration_s=DAY_S)))
     assert entrypoint.main(["--data", str(first), "--job-id", "first-model"]) == 0
     first_version = read_json(s3, artifacts, CHAMPION_POINTER_KEY)["model_version"]
+    # The scoring API (over HTTP) picks the first model up without a restart.
+    assert wait_for(lambda: served_version(outputs["ApiUrl"]) == first_version, timeout_s=30)
 
     s3.put_object(
         Bucket=incoming,
@@ -99,6 +124,7 @@ def test_train_then_drop_clean_drifted_and_malformed_batches(running_stack, tmp_
     assert manifest["mlflow"]["run_id"] == finished["mlflow_run_id"]
     pointer = read_json(s3, artifacts, CHAMPION_POINTER_KEY)["model_version"]
     assert pointer == (new_version if finished["promoted"] else first_version)
+    assert wait_for(lambda: served_version(outputs["ApiUrl"]) == pointer, timeout_s=30)
 
     assert len(list_keys(s3, artifacts, "records/batches/")) == 2
     sqs = aws.client("sqs")

@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -33,6 +35,8 @@ def test_stack_process_serves_uploads_and_stops_on_sigterm(tmp_path, stack_name)
             str(tmp_path),
             "--stack-name",
             stack_name,
+            "--api-port",
+            str(free_port()),
         ],
         cwd=ROOT,
         env=env,
@@ -58,6 +62,11 @@ def test_stack_process_serves_uploads_and_stops_on_sigterm(tmp_path, stack_name)
         )
         reports = wait_for(lambda: list_keys(s3, outputs["ArtifactsBucketName"], "reports/drift/") or None)
         assert reports[0].startswith("reports/drift/from boto3.csv.")
+        # The scoring API is served too; no model is promoted in this stack yet.
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(outputs["ApiUrl"] + "health", timeout=10)
+        assert answer.value.code == 503
+        assert json.loads(answer.value.read())["status"] == "no_model"
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)

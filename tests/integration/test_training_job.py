@@ -12,7 +12,8 @@ from pytorch_tabnet.tab_model import TabNetClassifier
 import entrypoint
 from devstack.cfn import ResolvedStack, load_template
 from devstack.provision import provision
-from fraud_training.onnx_export import serving_network, torch_probabilities
+from fraud_training import onnx_export
+from fraud_training.onnx_export import PARITY_TOLERANCE, reference_network, torch_probabilities
 from fraudlib import aws
 from fraudlib.coordination import TrainingCoordinator
 from fraudlib.layout import CHAMPION_POINTER_KEY, bundle_key
@@ -61,12 +62,20 @@ def test_first_training_publishes_a_complete_bundle_then_the_pointer(trained):
     version = _pointer_version(trained["outputs"])
     assert list_keys(s3, bucket, f"models/{version}/") == [
         bundle_key(version, name)
-        for name in ("manifest.json", "model.onnx", "preprocessing.json", "reference_profile.npz", "tabnet.zip")
+        for name in (
+            "explain.onnx",
+            "manifest.json",
+            "model.onnx",
+            "preprocessing.json",
+            "reference_profile.npz",
+            "tabnet.zip",
+        )
     ]
     assert list_keys(s3, bucket, "datasets/base/") == ["datasets/base/base.csv.gz"]
     manifest = read_json(s3, bucket, bundle_key(version, "manifest.json"))
     assert manifest["gate"]["promoted"] is True and manifest["gate"]["reason"].startswith("first model")
     assert manifest["onnx"]["max_abs_diff"] <= 1e-5
+    assert manifest["onnx"]["explain_max_abs_diff"] <= 1e-5
     assert 0.0 < manifest["threshold"] < 1.0
     assert manifest["risk_cutoffs"]["high"] == manifest["threshold"]
     metrics = manifest["metrics"]
@@ -108,12 +117,49 @@ def test_served_onnx_model_equals_the_torch_model(trained, tmp_path):
     inputs = served.preprocessor.transform(raw)
     # The saved TabNet network, evaluated by torch in float64 (what the graph was exported
     # from), and in its native float32.
-    exact = torch_probabilities(serving_network(torch_model.network), inputs)
+    exact = torch_probabilities(reference_network(torch_model.network), inputs)
     native = torch_model.predict_proba(inputs.astype(np.float32))[:, 1]
     served_probabilities = served.predict_proba(raw)
-    assert np.max(np.abs(served_probabilities - exact)) <= 1e-9
+    # An all-float64 graph equals the network to rounding; the faster ones are within the
+    # parity tolerance, as their manifest records.
+    precision = json.loads(get("manifest.json"))["onnx"]["precision"]
+    assert np.max(np.abs(served_probabilities - exact)) <= (1e-9 if precision == "float64" else PARITY_TOLERANCE)
     assert np.max(np.abs(served_probabilities - native)) <= 1e-4
     assert served.predict_proba(raw[:1]).shape == (1,)
+
+
+def test_served_graph_is_the_fastest_precision_within_the_parity_tolerance(trained, tmp_path, monkeypatch):
+    s3, bucket = _s3(), trained["outputs"]["ArtifactsBucketName"]
+    version = _pointer_version(trained["outputs"])
+    zip_path = tmp_path / "tabnet.zip"
+    zip_path.write_bytes(s3.get_object(Bucket=bucket, Key=bundle_key(version, "tabnet.zip"))["Body"].read())
+    torch_model = TabNetClassifier()
+    torch_model.load_model(str(zip_path))
+    network, n_inputs = torch_model.network, torch_model.network.input_dim
+    inputs = np.random.default_rng(3).normal(size=(2000, n_inputs))
+    exact = torch_probabilities(reference_network(network), inputs)
+    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", 1.0)  # measure every precision
+    measured = {
+        precision: onnx_export.check_parity(
+            onnx_export.export_onnx(onnx_export.serving_network(network, precision), n_inputs), exact, inputs
+        )["max_abs_diff"]
+        for precision in onnx_export.PRECISIONS_FASTEST_FIRST
+    }
+    f32, gates, f64 = (measured[p] for p in onnx_export.PRECISIONS_FASTEST_FIRST)
+    assert f64 <= 1e-9 < gates <= PARITY_TOLERANCE and gates < f32  # float32 gates: ~1e-7
+
+    for tolerance, chosen in [
+        (PARITY_TOLERANCE, "float32" if f32 <= PARITY_TOLERANCE else "float32-gates"),
+        (f32 / 2, "float32-gates"),
+        (gates / 2, "float64"),
+    ]:
+        monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", tolerance)
+        graph, parity = onnx_export.export_served_graph(network, n_inputs, inputs)
+        assert parity["precision"] == chosen and parity["max_abs_diff"] == measured[chosen]
+        assert np.max(np.abs(onnx_export.onnx_probabilities(graph, inputs) - exact)) <= tolerance
+    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", 0.0)
+    with pytest.raises(onnx_export.OnnxParityError):
+        onnx_export.export_served_graph(network, n_inputs, inputs)
 
 
 def test_mlflow_has_the_run_and_the_champion_alias(trained):

@@ -95,7 +95,7 @@ def _statements(stack, logical_id):
     return [statement for document in documents for statement in document["Statement"]]
 
 
-@pytest.mark.parametrize("logical_id", ["DriftFunction", "TrainingRole"])
+@pytest.mark.parametrize("logical_id", ["DriftFunction", "ScoringFunction", "TrainingRole"])
 def test_no_wildcard_actions(stack, logical_id):
     for statement in _statements(stack, logical_id):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -114,15 +114,49 @@ def test_drift_function_writes_only_its_prefixes(stack):
     ]
 
 
-def test_sam_local_env_file_matches_the_template(stack):
+@pytest.mark.parametrize("logical_id", ["DriftFunction", "ScoringFunction"])
+def test_sam_local_env_file_matches_the_template(stack, logical_id):
     """events/env.local.json (for `sam local invoke --config-env local`) must not drift from
     the template: same variables, only the endpoint and emulator settings added."""
     import json
 
-    env_file = json.loads((ROOT / "events" / "env.local.json").read_text())["DriftFunction"]
-    expected = stack.function_environment("DriftFunction")
+    env_file = json.loads((ROOT / "events" / "env.local.json").read_text())[logical_id]
+    expected = stack.function_environment(logical_id)
     added = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "POWERTOOLS_TRACE_DISABLED"}
     assert {k: v for k, v in env_file.items() if k not in added} == expected
+
+
+def test_scoring_function_is_an_image_behind_the_api_reading_only_models(stack):
+    from devstack.stack import function_code
+
+    function = stack.resources["ScoringFunction"]
+    props = function["Properties"]
+    assert props["PackageType"] == "Image" and "Runtime" not in props and "Handler" not in props
+    dockerfile = ROOT / function["Metadata"]["DockerContext"] / function["Metadata"]["Dockerfile"]
+    text = dockerfile.read_text()
+    assert text.startswith("#") and "FROM public.ecr.aws/lambda/python:3.11" in text
+    assert "torch" not in (ROOT / "functions/scoring/requirements.txt").read_text().lower().replace("no torch", "")
+    code_dir, handler = function_code(stack, "ScoringFunction")
+    assert (code_dir, handler) == ("functions/scoring", "app.lambda_handler")
+    routes = {(e["Properties"]["Path"], e["Properties"]["Method"]) for e in props["Events"].values()}
+    assert {("/predict", "post"), ("/health", "get"), ("/openapi.json", "get"), ("/swagger", "get")} <= routes
+    assert all(
+        e["Type"] == "Api" and e["Properties"]["RestApiId"] == {"Ref": "ScoringApi"} for e in props["Events"].values()
+    )
+    statements = _statements(stack, "ScoringFunction")
+    reads = [stack.resolve(s["Resource"]) for s in statements if s["Action"] == ["s3:GetObject"]]
+    assert reads == [f"{stack.get_att('ArtifactsBucket', 'Arn')}/models/*"]
+    assert not [s for s in statements if any(a in ("s3:PutObject", "s3:DeleteObject") for a in s["Action"])]
+    assert stack.function_environment("ScoringFunction")["ARTIFACTS_BUCKET"] == stack.outputs()["ArtifactsBucketName"]
+
+
+def test_docker_context_sends_only_what_the_dockerfiles_copy():
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[ignore.index("**") + 1 :][:3] == [
+        "!functions/scoring/",
+        "!layers/fraudlib/fraudlib/",
+        "!layers/fraudlib/requirements.txt",
+    ]
 
 
 LAMBDA_UNZIPPED_LIMIT_BYTES = 262_144_000

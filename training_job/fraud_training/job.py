@@ -24,17 +24,12 @@ from fraud_training.config import SAGEMAKER_INPUT_DIR, TrainingConfig
 from fraud_training.data import Dataset, base_dataset_bytes, load_training_data
 from fraud_training.evaluation import choose_threshold, evaluate
 from fraud_training.gate import GateDecision, decide
-from fraud_training.onnx_export import (
-    check_parity,
-    export_onnx,
-    onnx_probabilities,
-    serving_network,
-    torch_probabilities,
-)
+from fraud_training.onnx_export import Precision, export_explain_graph, export_served_graph, onnx_probabilities
 from fraud_training.prepare import PreparedData, prepare
 from fraud_training.tracking import RunTracker, git_commit
 from fraudlib.layout import (
     BASE_DATASET_KEY,
+    EXPLAIN_ONNX_FILENAME,
     MANIFEST_FILENAME,
     ONNX_FILENAME,
     PREPROCESSING_FILENAME,
@@ -248,13 +243,15 @@ def _train_and_publish(
     model = tabnet_model.train_tabnet(train_x, train_y, val_x, val_y, config)
     tracker.log_history(tabnet_model.epoch_history(model))
     # Export first, prove the graph equals the network, then evaluate what will be served.
-    head = serving_network(model.network)
-    onnx_bytes = export_onnx(head, preprocessor.n_outputs)
-    parity = check_parity(onnx_bytes, torch_probabilities(head, test_x), test_x)
+    onnx_bytes, parity = export_served_graph(model.network, preprocessor.n_outputs, test_x)
     test_scores = onnx_probabilities(onnx_bytes, test_x)
     parity["float32_torch_max_abs_diff"] = float(
         np.max(np.abs(test_scores - tabnet_model.predict_fraud_proba(model, test_x)))
     )
+    explain_bytes, parity["explain_max_abs_diff"], explain_precision = export_explain_graph(
+        model.network, preprocessor.n_outputs, test_x[:1000], Precision(parity["precision"])
+    )
+    parity["explain_precision"] = str(explain_precision)
     tracker.log_metrics({"onnx_max_abs_diff": parity["max_abs_diff"]})
     val_scores = onnx_probabilities(onnx_bytes, val_x)
     threshold = choose_threshold(val_y, val_scores, config.threshold_policy, config.target_recall)
@@ -315,6 +312,7 @@ def _train_and_publish(
         tabnet_zip = Path(model.save_model(str(Path(tmp) / "tabnet")))
         files = {
             ONNX_FILENAME: onnx_bytes,
+            EXPLAIN_ONNX_FILENAME: explain_bytes,
             TABNET_FILENAME: tabnet_zip.read_bytes(),
             PREPROCESSING_FILENAME: json.dumps(preprocessor.to_dict(), indent=2).encode(),
             REFERENCE_PROFILE_FILENAME: profile.to_bytes(),

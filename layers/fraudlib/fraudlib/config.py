@@ -11,10 +11,13 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from fraudlib.batch import BatchLimits
-from fraudlib.drift import DriftConfig
+if TYPE_CHECKING:
+    # Imported where used: the scoring image reads its settings here and ships neither
+    # pandas (batch) nor SciPy (drift).
+    from fraudlib.batch import BatchLimits
+    from fraudlib.drift import DriftConfig
 
 T = TypeVar("T")
 E = TypeVar("E", bound=StrEnum)
@@ -101,6 +104,9 @@ class DriftSettings:
         SettingsError
             Naming the first variable that is missing or wrong.
         """
+        from fraudlib.batch import BatchLimits
+        from fraudlib.drift import DriftConfig
+
         default_limits = BatchLimits()
         limits = BatchLimits(
             max_bytes=_parsed(env, "MAX_BATCH_BYTES", default_limits.max_bytes, int, "an integer"),
@@ -155,3 +161,44 @@ class DriftSettings:
             sagemaker=sagemaker,
             local=local,
         )
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """Everything the scoring function needs, read from its environment."""
+
+    artifacts_bucket: str
+    model_check_interval_s: float
+    max_batch: int
+    max_body_bytes: int
+    explain_top: int
+    inference_threads: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ScoringSettings:
+        """Parse and check the environment.
+
+        Raises
+        ------
+        SettingsError
+            Naming the first variable that is missing or wrong.
+        """
+        settings = cls(
+            artifacts_bucket=_required(env, "ARTIFACTS_BUCKET"),
+            model_check_interval_s=_parsed(env, "MODEL_CHECK_INTERVAL_S", 30.0, float, "a number of seconds"),
+            max_batch=_parsed(env, "MAX_PREDICT_BATCH", 1000, int, "an integer"),
+            # API Gateway itself stops at 10 MB; a full batch of 1,000 is about 0.8 MB.
+            max_body_bytes=_parsed(env, "MAX_PREDICT_BODY_BYTES", 2 * 1024 * 1024, int, "an integer"),
+            explain_top=_parsed(env, "EXPLAIN_TOP_FEATURES", 3, int, "an integer"),
+            inference_threads=_parsed(env, "INFERENCE_THREADS", 1, int, "an integer"),
+        )
+        for name, value in (
+            ("MODEL_CHECK_INTERVAL_S", settings.model_check_interval_s),
+            ("MAX_PREDICT_BATCH", settings.max_batch),
+            ("MAX_PREDICT_BODY_BYTES", settings.max_body_bytes),
+            ("EXPLAIN_TOP_FEATURES", settings.explain_top),
+            ("INFERENCE_THREADS", settings.inference_threads),
+        ):
+            if value < (0 if name == "MODEL_CHECK_INTERVAL_S" else 1):
+                raise SettingsError(f"environment variable {name}={value} is out of range")
+        return settings

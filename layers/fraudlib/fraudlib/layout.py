@@ -17,7 +17,8 @@ Artifacts bucket::
     datasets/base/base.csv.gz             the first training's data, part of every retrain
 
 A bundle ``models/<version>/``: manifest.json (version, threshold, risk cut-offs, metrics),
-model.onnx (the network, for torch-free scoring), tabnet.zip (TabNet's own save),
+model.onnx (the network, for torch-free scoring), explain.onnx (the attention-mask
+explanation graph), tabnet.zip (TabNet's own save),
 preprocessing.json (the fitted input transform), reference_profile.npz (for drift).
 
 ``<name>`` is the key below ``incoming/`` (sub-folders kept); ``<etag>`` is the object's
@@ -35,6 +36,7 @@ CHAMPION_POINTER_KEY = "models/champion.json"
 REFERENCE_PROFILE_FILENAME = "reference_profile.npz"
 MANIFEST_FILENAME = "manifest.json"
 ONNX_FILENAME = "model.onnx"
+EXPLAIN_ONNX_FILENAME = "explain.onnx"
 TABNET_FILENAME = "tabnet.zip"
 PREPROCESSING_FILENAME = "preprocessing.json"
 BASE_DATASET_KEY = "datasets/base/base.csv.gz"

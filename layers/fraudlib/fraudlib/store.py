@@ -6,6 +6,7 @@ Tests point these at the emulator by passing a client made by :func:`fraudlib.aw
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -13,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from fraudlib.layout import (
     CHAMPION_POINTER_KEY,
+    bundle_key,
     clean_etag,
     quarantine_error_key,
     quarantine_key,
@@ -143,6 +145,32 @@ class ArtifactStore:
         """The served model's pointer, or None before the first model is promoted."""
         data = self.get_bytes(CHAMPION_POINTER_KEY)
         return None if data is None else ChampionPointer.from_json(data)
+
+    def champion_pointer_etag(self) -> str | None:
+        """The pointer's ETag (one HEAD request), or None before the first promotion."""
+        try:
+            return clean_etag(self._s3.head_object(Bucket=self.bucket, Key=CHAMPION_POINTER_KEY)["ETag"])
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
+    def champion_pointer_with_etag(self) -> tuple[ChampionPointer, str] | None:
+        """The pointer and the ETag of the very version read (one GET)."""
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=CHAMPION_POINTER_KEY)
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
+        return ChampionPointer.from_json(response["Body"].read()), clean_etag(response["ETag"])
+
+    def bundle_files(self, model_version: str, names: tuple[str, ...]) -> dict[str, bytes | None]:
+        """The named files of a bundle (None for a missing one), fetched in parallel: one
+        GET each costs a round trip to S3 (tens of ms), and they sit in every cold start."""
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            contents = pool.map(lambda name: self.get_bytes(bundle_key(model_version, name)), names)
+            return dict(zip(names, contents, strict=True))
 
     def put_champion_pointer(self, pointer: ChampionPointer) -> None:
         """Switch the served model. Call only after every file of the bundle is written."""
