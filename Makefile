@@ -4,11 +4,12 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 SAM_VENV := .tools/sam
+CHECKOV_VENV := .tools/checkov
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup test unit integration e2e lint stack api demo bench bench-scoring clean mlflow-ui train
 
-setup: $(STAMP) $(SAM_VENV)/bin/sam
+setup: $(STAMP) $(SAM_VENV)/bin/sam $(CHECKOV_VENV)/bin/checkov
 
 $(STAMP): pyproject.toml requirements-dev.txt layers/fraudlib/requirements.txt functions/scoring/requirements.txt training_job/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,13 @@ $(SAM_VENV)/bin/sam: requirements-sam.txt
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
 	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
+	touch $@
+
+# checkov, in its own virtual environment too: it pins boto3, pydantic and others.
+$(CHECKOV_VENV)/bin/checkov: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
 test: setup
@@ -40,6 +48,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/cfn-lint template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact
 
 stack: setup
 	$(PY) -m devstack.stack

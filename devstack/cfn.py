@@ -19,6 +19,8 @@ TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
 DEFAULT_STACK_NAME = "fraud-detection"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "123456789012"  # moto's account
+NO_VALUE = object()
+"""What ``Ref: AWS::NoValue`` resolves to: the property or list item it stands for is dropped."""
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -77,7 +79,12 @@ class ResolvedStack:
 
     @property
     def resources(self) -> dict[str, Any]:
-        return self.template["Resources"]
+        """The resources this stack creates: those whose ``Condition`` holds."""
+        return {
+            name: spec
+            for name, spec in self.template["Resources"].items()
+            if "Condition" not in spec or self.condition(spec["Condition"])
+        }
 
     def of_type(self, resource_type: str) -> list[str]:
         return [name for name, spec in self.resources.items() if spec["Type"] == resource_type]
@@ -102,7 +109,9 @@ class ResolvedStack:
         # CloudFormation's generated names look like this; good enough for the emulator.
         return f"{self.stack_name}-{logical_id}"
 
-    def ref(self, name: str) -> str:
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
         if name in self.pseudo:
             return self.pseudo[name]
         if name in self.parameters:
@@ -162,7 +171,7 @@ class ResolvedStack:
     def resolve(self, value: Any) -> Any:
         """Resolve every intrinsic function inside ``value``."""
         if isinstance(value, list):
-            return [self.resolve(item) for item in value]
+            return [item for item in (self.resolve(item) for item in value) if item is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
@@ -186,7 +195,8 @@ class ResolvedStack:
                 return self.resolve(argument[1] if self.condition(argument[0]) else argument[2])
             if key == "Condition":
                 return self.condition(argument)
-        return {key: self.resolve(item) for key, item in value.items()}
+        resolved = {key: self.resolve(item) for key, item in value.items()}
+        return {key: item for key, item in resolved.items() if item is not NO_VALUE}
 
     def function_environment(self, logical_id: str) -> dict[str, str]:
         """A function's environment: Globals first, then the function's own variables."""
@@ -196,4 +206,9 @@ class ResolvedStack:
         return {name: str(self.resolve(value)) for name, value in merged.items()}
 
     def outputs(self) -> dict[str, str]:
-        return {name: str(self.resolve(spec["Value"])) for name, spec in self.template.get("Outputs", {}).items()}
+        """The template's Outputs whose ``Condition`` (if any) holds."""
+        return {
+            name: str(self.resolve(spec["Value"]))
+            for name, spec in self.template.get("Outputs", {}).items()
+            if "Condition" not in spec or self.condition(spec["Condition"])
+        }

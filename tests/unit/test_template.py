@@ -89,17 +89,35 @@ def test_function_environment_names_the_resources(stack):
 
 
 def _statements(stack, logical_id):
-    props = stack.properties(logical_id)
-    documents = [p["PolicyDocument"] for p in props.get("Policies", []) if "PolicyDocument" in p]
-    documents += [p for p in props.get("Policies", []) if "Statement" in p]
-    return [statement for document in documents for statement in document["Statement"]]
+    """The policy statements of a function or role, conditions evaluated (resources unresolved)."""
+    policies = stack.properties(logical_id).get("Policies", [])
+    documents = [p["PolicyDocument"] for p in policies if "PolicyDocument" in p]
+    documents += [p for p in policies if "Statement" in p]
+    statements = [statement for document in documents for statement in document["Statement"]]
+    resolved = []
+    for statement in statements:
+        chosen = statement
+        if "Fn::If" in statement:
+            condition, when_true, when_false = statement["Fn::If"]
+            chosen = when_true if stack.condition(condition) else when_false
+        if chosen != {"Ref": "AWS::NoValue"}:
+            resolved.append(chosen)
+    return resolved
 
 
+@pytest.mark.parametrize("encryption", ["S3", "KMS"])
 @pytest.mark.parametrize("logical_id", ["DriftFunction", "ScoringFunction", "TrainingRole"])
-def test_no_wildcard_actions(stack, logical_id):
-    for statement in _statements(stack, logical_id):
+def test_no_wildcard_actions(logical_id, encryption):
+    stack = ResolvedStack(
+        load_template(), stack_name="fraud-detection", parameter_overrides={"BucketEncryption": encryption}
+    )
+    statements = _statements(stack, logical_id)
+    for statement in statements:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert all("*" not in action for action in actions), statement
+    kms = [s for s in statements if any(a.startswith("kms:") for a in s["Action"])]
+    # With KMS each principal may use exactly the stack's key, and only then.
+    assert [s["Resource"] for s in kms] == ([{"Fn::GetAtt": ["DataKey", "Arn"]}] if encryption == "KMS" else [])
 
 
 def test_drift_function_writes_only_its_prefixes(stack):
