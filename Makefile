@@ -57,8 +57,9 @@ stack: setup
 api: setup
 	$(PY) -m devstack.api $(ARGS)
 
+# KEEP=1 leaves the stack running afterwards; ARGS='--synthetic' or '--data PATH'.
 demo: setup
-	$(PY) -m devstack.demo
+	$(PY) -m devstack.demo $(if $(KEEP),--keep) $(ARGS)
 
 bench: setup
 	$(PY) bench/drift_bench.py

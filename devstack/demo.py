@@ -1,14 +1,19 @@
-"""`make demo`: the loop so far, for real, on the embedded stack.
+"""`make demo`: the whole loop, for real, on the embedded stack.
 
-1. starts the embedded stack (moto on 127.0.0.1:4566, or AWS_ENDPOINT_URL);
-2. trains and promotes the first model with the real training job (synthetic "day 1");
-3. drops a clean batch, a drifted labelled batch and a malformed file into the incoming bucket;
-4. waits for S3 -> SQS -> the drift function, prints the reports, the quarantine report and
-   the training launch, then waits for the retraining job the drift started and prints its
-   outcome (promoted or kept the champion, and why).
+1. starts the embedded stack (moto on 127.0.0.1:4566, or AWS_ENDPOINT_URL) with the scoring
+   API on http://127.0.0.1:3000;
+2. gets data: the real creditcard.csv if it can be had, else synthetic (and says which);
+3. trains and promotes the first model with the real training job (the first part by Time);
+4. scores a few transactions, frauds among them, through POST /predict over HTTP;
+5. drops a clean batch, a later labelled batch and a malformed file into the incoming bucket;
+6. waits for S3 -> SQS -> the drift function and prints the reports: the later batch drifts
+   and starts the training job;
+7. waits for the job, prints the gate's decision, and shows /predict answering with the new
+   model;
+8. prints where to look. ``--keep`` (``make demo KEEP=1``) leaves the stack running.
 
-Training uses a short recipe (``TRAIN_PRESET=smoke``, 15 epochs) so that the demo takes a
-few minutes on two cores.
+Training uses a short recipe (``DEMO_TRAINING_ENV``: a few epochs) so that the whole demo
+takes a few minutes on two cores.
 """
 
 from __future__ import annotations
@@ -17,20 +22,36 @@ import argparse
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
 from typing import Any
 
-from devstack.stack import DEFAULT_PORT, REPO_ROOT, EmbeddedStack, free_port
+from devstack.demo_data import DemoData, demo_data
+from devstack.stack import DEFAULT_PORT, DEFAULT_STATE_DIR, REPO_ROOT, EmbeddedStack, free_port
 from fraudlib import aws
 from fraudlib.layout import CHAMPION_POINTER_KEY
-from fraudlib.synthetic import generate_transactions, to_csv_bytes
+from fraudlib.schema import FEATURE_COLUMNS, LABEL_COLUMN
+from fraudlib.synthetic import to_csv_bytes
 
-DAY_S = 86_400.0
 TRAINING_ENTRYPOINT = REPO_ROOT / "training_job" / "entrypoint.py"
-DEMO_TRAINING_ENV = {"TRAIN_PRESET": "smoke", "TRAIN_MAX_EPOCHS": "15", "TRAIN_PATIENCE": "15"}
+# A short recipe with the project's architecture: the demo shows the loop, not the quality
+# (bench/train_quality.py measures that). Both jobs, the first and the retrain, read these.
+DEMO_TRAINING_ENV = {
+    "TRAIN_MAX_EPOCHS": "8",
+    "TRAIN_PATIENCE": "8",
+    "TRAIN_BOOTSTRAP_ROUNDS": "50",
+}
+DEMO_API_PORT = 3000
+MODEL_CHECK_INTERVAL_S = 2
+STEPS = 8
 
 
 class DemoError(RuntimeError):
@@ -39,6 +60,8 @@ class DemoError(RuntimeError):
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as probe:
+        # As the servers bind: a port a previous run just closed (TIME_WAIT) is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -50,13 +73,17 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _step(number: int, text: str) -> None:
+    _say(f"\n[{number}/{STEPS}] {text}")
+
+
 def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.3)
+        time.sleep(0.5)
     raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
@@ -66,6 +93,17 @@ def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
 
 def _json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def _post(url: str, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -86,109 +124,177 @@ def _print_report(report: dict[str, Any]) -> None:
         _say(f"    retraining: {report['retraining']['status']} (job {report['retraining']['job_id']})")
 
 
-def _train_first_model(stack: EmbeddedStack, s3: Any, artifacts: str) -> None:
-    _say("\n[2/4] training the first model on 20,000 synthetic 'day 1' transactions (the real job)")
-    first = stack.state_dir / "day-1.csv"
-    first.write_bytes(to_csv_bytes(generate_transactions(20_000, seed=1, fraud_rate=0.01, duration_s=DAY_S)))
+def _train_first_model(stack: EmbeddedStack, s3: Any, artifacts: str, data: DemoData) -> str:
+    rows = len(data.first_training[LABEL_COLUMN])
+    frauds = int(data.first_training[LABEL_COLUMN].sum())
+    _step(3, f"training the first model on {rows:,} transactions ({frauds} frauds), the real training job")
+    first = stack.state_dir / "first-training.csv"
+    first.write_bytes(to_csv_bytes(data.first_training))
     # As a user would run it: the training entrypoint as a process (its progress shows).
     command = [sys.executable, str(TRAINING_ENTRYPOINT), "--data", str(first), "--job-id", "first-model"]
+    started = time.monotonic()
     if subprocess.run(command, check=False).returncode != 0:
         raise DemoError("the first training failed; its log is above")
     pointer = _json(s3, artifacts, CHAMPION_POINTER_KEY)
     manifest = _json(s3, artifacts, f"{pointer['bundle_prefix']}manifest.json")
     metrics, baseline = manifest["metrics"], manifest["baseline_lightgbm_metrics"]
     _say(
-        f"  served model {pointer['model_version']}: test ROC-AUC {metrics['roc_auc']:.3f}, AUPRC"
-        f" {metrics['auprc']:.3f} (LightGBM {baseline['auprc']:.3f}), threshold {manifest['threshold']:.3f}"
+        f"  served model {pointer['model_version']} after {time.monotonic() - started:.0f} s: test ROC-AUC"
+        f" {metrics['roc_auc']:.3f}, AUPRC {metrics['auprc']:.3f} (LightGBM {baseline['auprc']:.3f}),"
+        f" threshold {manifest['threshold']:.3f}, graph {manifest['onnx']['precision']}"
     )
+    return str(pointer["model_version"])
 
 
-def _follow_retraining(s3: Any, artifacts: str) -> None:
+def _showcase_body(data: DemoData) -> dict[str, Any]:
+    rows = len(data.showcase[LABEL_COLUMN])
+    return {"transactions": [{name: float(data.showcase[name][i]) for name in FEATURE_COLUMNS} for i in range(rows)]}
+
+
+def _score_showcase(api_url: str, data: DemoData, expected_version: str | None = None) -> str:
+    status, answer = _post(f"{api_url}predict?explain=true", _showcase_body(data))
+    if status != 200:
+        raise DemoError(f"POST /predict answered {status}: {answer}")
+    if expected_version is not None and answer["model_version"] != expected_version:
+        raise DemoError(f"/predict answered with {answer['model_version']}, expected {expected_version}")
+    _say(f"  POST {api_url}predict?explain=true -> 200, model {answer['model_version']}")
+    for truth, prediction in zip(data.showcase[LABEL_COLUMN], answer["predictions"], strict=True):
+        top = ", ".join(f"{c['feature']} {c['share']:.2f}" for c in prediction["explanation"])
+        _say(
+            f"    {'FRAUD' if truth else 'legit'} -> p={prediction['fraud_probability']:.4f}"
+            f" {'FLAGGED' if prediction['prediction'] else 'passed '} {prediction['risk_level']:<6} (attention: {top})"
+        )
+    return str(answer["model_version"])
+
+
+def _follow_retraining(s3: Any, artifacts: str, timeout_s: float) -> dict[str, Any] | None:
     launches = [key for key in _keys(s3, artifacts, "records/launches/") if not key.endswith("first-model.json")]
+    outcome = None
     for key in launches:
         launch = _json(s3, artifacts, key)
         _say(f"  training job {launch['job_id']} ({launch['backend']}) started; {launch['handle']}")
-        _say("  waiting for it: it retrains on the base dataset plus the drifted labelled batch")
+        _say("  waiting for it: it retrains on the base dataset plus the later labelled batch")
         done = _wait(
             lambda key=key: (record := _json(s3, artifacts, key))["status"] != "started" and record,
-            900,
+            timeout_s,
             "the retraining job",
         )
         if done["status"] != "succeeded":
-            _say(f"  {done['job_id']}: {done['status']}: {done.get('error', 'see its log')}")
-            continue
-        verdict = "PROMOTED" if done["promoted"] else "not promoted"
-        _say(f"  {done['job_id']}: {verdict}: {done['gate_reason']}")
+            raise DemoError(f"{done['job_id']}: {done['status']}: {done.get('error', 'see its log')}")
+        verdict = "PROMOTED" if done["promoted"] else "not promoted (the champion stays)"
+        _say(f"  gate: {verdict}: {done['gate_reason']}")
         _say(
             f"    model {done['model_version']}: test AUPRC {done['test_auprc']:.3f},"
             f" ROC-AUC {done['test_roc_auc']:.3f}"
         )
-    _say(f"  served model now: {_json(s3, artifacts, CHAMPION_POINTER_KEY)['model_version']}")
+        outcome = done
+    return outcome
 
 
-def run_demo(stack: EmbeddedStack) -> None:
+def run_demo(stack: EmbeddedStack, data: DemoData, retrain_timeout_s: float) -> None:
     s3 = aws.client("s3")
     incoming = stack.outputs["IncomingBucketName"]
     artifacts = stack.outputs["ArtifactsBucketName"]
-    _train_first_model(stack, s3, artifacts)
+    api_url = stack.outputs["ApiUrl"]
+    _step(2, f"data: {data.source}")
+    first_version = _train_first_model(stack, s3, artifacts, data)
+
+    _step(4, f"scoring {len(data.showcase[LABEL_COLUMN])} held-out transactions over HTTP (their labels on the left)")
+    _wait(lambda: _post(f"{api_url}predict", _showcase_body(data))[0] == 200, 30, "the API to serve the model")
+    _score_showcase(api_url, data, first_version)
 
     batches = {
-        "incoming/day-2 clean.csv": to_csv_bytes(
-            generate_transactions(20_000, seed=2, start_time_s=DAY_S, labelled=False)
+        "incoming/clean batch.csv": to_csv_bytes(data.clean_batch),
+        "incoming/later-labelled.csv.gz": to_csv_bytes(data.later_batch, compress=True),
+        "incoming/broken.csv": to_csv_bytes({k: v[:500] for k, v in data.clean_batch.items()}).replace(
+            b"\n", b"\nnot-a-number", 1
         ),
-        "incoming/day-3-drifted.csv": to_csv_bytes(
-            generate_transactions(
-                20_000, seed=3, fraud_rate=0.01, start_time_s=2 * DAY_S, shift={"V4": 0.8, "Amount": 0.6}
-            )
-        ),
-        "incoming/day-3-broken.csv": to_csv_bytes(generate_transactions(500, seed=4)).replace(b"\n1", b"\nx1", 1),
     }
-    _say(f"\n[3/4] dropping {len(batches)} files into s3://{incoming}/incoming/")
+    _step(5, f"dropping {len(batches)} files into s3://{incoming}/incoming/")
     for key, body in batches.items():
         s3.put_object(Bucket=incoming, Key=key, Body=body)
         _say(f"  put {key} ({len(body):,} bytes)")
 
-    _say("\n[4/4] S3 -> SQS -> drift function; waiting for the reports")
-    _wait(lambda: len(_keys(s3, artifacts, "reports/drift/")) >= 2, 120, "two drift reports")
+    _step(6, "S3 -> SQS -> drift function; the reports")
+    _wait(lambda: len(_keys(s3, artifacts, "reports/drift/")) >= 2, 180, "two drift reports")
     _wait(lambda: len(_keys(s3, incoming, "quarantine/")) >= 2, 60, "the quarantine report")
     _wait(lambda: len(_keys(s3, artifacts, "records/launches/")) >= 2, 60, "the training launch")
     time.sleep(1.0)  # the drifted batch's report is rewritten once its job has started
-    for key in _keys(s3, artifacts, "reports/drift/"):
+    report_keys = _keys(s3, artifacts, "reports/drift/")
+    for key in report_keys:
         _print_report(_json(s3, artifacts, key))
     for key in _keys(s3, incoming, "quarantine/"):
         if key.endswith(".error.json"):
             error = _json(s3, incoming, key)["error"]
             _say(f"  QUARANTINED {key.removesuffix('.error.json')}: {error['message']}")
-    _follow_retraining(s3, artifacts)
-    _say(
-        f"\noutputs: {stack.state_dir / 'outputs.json'}; reports: s3://{artifacts}/reports/drift/;"
-        " MLflow runs: make mlflow-ui"
-    )
+
+    _step(7, "the retraining the drift started, and the model /predict serves after it")
+    outcome = _follow_retraining(s3, artifacts, retrain_timeout_s)
+    served = _json(s3, artifacts, CHAMPION_POINTER_KEY)["model_version"]
+    if outcome is not None and outcome["promoted"]:
+        _say(f"  waiting for the scoring function to pick up {served} (it checks every {MODEL_CHECK_INTERVAL_S} s)")
+        _wait(lambda: _post(f"{api_url}predict", _showcase_body(data))[1].get("model_version") == served, 60, served)
+        _score_showcase(api_url, data, served)
+    else:
+        _say(f"  /predict keeps answering with {served}")
+        _score_showcase(api_url, data, served)
+
+    _step(8, "where to look")
+    _say(f"  stack outputs:   {stack.state_dir / 'outputs.json'}")
+    _say(f"  drift reports:   s3://{artifacts}/reports/drift/ ({len(report_keys)} reports)")
+    _say(f"  quarantine:      s3://{incoming}/quarantine/")
+    _say(f"  model bundles:   s3://{artifacts}/models/<version>/ ; served: s3://{artifacts}/{CHAMPION_POINTER_KEY}")
+    _say(f"  training jobs:   s3://{artifacts}/records/launches/ ; logs under {stack.state_dir}/jobs/")
+    _say("  MLflow runs:     make mlflow-ui  (http://127.0.0.1:5000)")
+    _say(f"  the API:         curl -s {api_url}health ; {api_url}swagger")
+
+
+def _wait_for_stop() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack-name", default="fraud-demo")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="outputs, job logs, MLflow")
+    parser.add_argument("--data", type=Path, help="the real creditcard.csv (else $CREDITCARD_CSV, the cache, ...)")
+    parser.add_argument("--synthetic", action="store_true", help="use synthetic data even if the real file is there")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running until Ctrl-C / SIGTERM")
+    parser.add_argument("--retrain-timeout", type=float, default=900.0, help="seconds to wait for the retraining")
     parser.add_argument("--verbose", action="store_true", help="show the functions' JSON logs and EMF metrics")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    if not args.verbose:
+        # With metrics disabled Powertools never flushes, and warns about it on every call.
+        warnings.filterwarnings("ignore", module="aws_lambda_powertools")
+    started = time.monotonic()
     port = DEFAULT_PORT if _port_is_free(DEFAULT_PORT) else free_port()
-    quiet = {} if args.verbose else {"LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"}
-    # Both training jobs (the first, in-process; the retrain that drift starts, a
-    # subprocess) read these.
+    api_port = DEMO_API_PORT if _port_is_free(DEMO_API_PORT) else 0
+    function_env = {"MODEL_CHECK_INTERVAL_S": str(MODEL_CHECK_INTERVAL_S)}
+    if not args.verbose:
+        function_env.update(LOG_LEVEL="ERROR", POWERTOOLS_METRICS_DISABLED="true")
+    # Both training jobs (the first, a process of the demo's; the retrain that drift
+    # starts, a process of the local launcher's) read these.
     os.environ.update(DEMO_TRAINING_ENV)
-    stack = EmbeddedStack(stack_name=args.stack_name, port=port, function_env=quiet)
-    _say("[1/4] starting the embedded stack")
+    stack = EmbeddedStack(
+        stack_name=args.stack_name, port=port, api_port=api_port, state_dir=args.state_dir, function_env=function_env
+    )
+    _step(1, "starting the embedded stack")
     with stack:
-        _say(
-            f"  endpoint {stack.endpoint_url}; buckets {stack.outputs['IncomingBucketName']},"
-            f" {stack.outputs['ArtifactsBucketName']}"
-        )
+        _say(f"  AWS endpoint {stack.endpoint_url}; scoring API {stack.outputs['ApiUrl']}")
+        _say(f"  buckets {stack.outputs['IncomingBucketName']}, {stack.outputs['ArtifactsBucketName']}")
         try:
-            run_demo(stack)
+            run_demo(stack, demo_data(args.data, synthetic=args.synthetic), args.retrain_timeout)
         except (TimeoutError, DemoError) as exc:
             print(f"demo failed: {exc}", file=sys.stderr)
             return 1
+        _say(f"\ndemo finished in {time.monotonic() - started:.0f} s")
+        if args.keep:
+            _say("the stack keeps running (KEEP=1); Ctrl-C or SIGTERM stops it")
+            _wait_for_stop()
     return 0
 
 
