@@ -51,7 +51,7 @@ lint: setup
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact
 
 stack: setup
-	$(PY) -m devstack.stack
+	$(PY) -m devstack.stack $(ARGS)
 
 # The scoring API alone on http://127.0.0.1:3000, against a running `make stack`'s S3.
 api: setup

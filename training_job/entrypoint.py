@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     try:
         config = load_config(argv, os.environ)
-    except (ConfigError, SystemExit) as exc:
+    except ConfigError as exc:
         log.error("bad settings: %s", exc)
         return 2
+    except SystemExit as exc:  # argparse: --help (0) or a bad flag (2, already explained)
+        return int(exc.code or 0)
     if not config.output_dir and SAGEMAKER_MODEL_DIR.parent.exists():
         config = config.with_changes({"output_dir": str(SAGEMAKER_MODEL_DIR)})
     if not config.job_id:

@@ -205,3 +205,13 @@ def test_layer_builds_within_lambda_limits_and_imports(tmp_path):
     )
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "50"
+
+
+def test_readme_documents_every_parameter_and_function_setting(stack):
+    """The README's configuration tables must not fall behind the template."""
+    readme = (ROOT / "README.md").read_text()
+    names = list(stack.template["Parameters"])
+    for logical_id in ("DriftFunction", "ScoringFunction"):
+        names += [name for name in stack.function_environment(logical_id) if not name.startswith("POWERTOOLS_")]
+    missing = [name for name in names if f"`{name}`" not in readme and f"{name}`" not in readme]
+    assert missing == []

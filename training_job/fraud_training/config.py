@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -146,11 +147,32 @@ def _normalise(raw: Mapping[str, Any], source: str, shown_prefix: str = "") -> d
     return changes
 
 
+def _shown_default(value: Any) -> str:
+    if isinstance(value, StrEnum):
+        return value.value
+    return "none" if value is None else repr(value) if value == "" else str(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train, evaluate, register and (maybe) promote a TabNet model.")
+    parser = argparse.ArgumentParser(
+        description="Train, evaluate, register and (maybe) promote a TabNet model.",
+        epilog="Each setting can also come from TRAIN_<NAME> (TRAIN_MAX_EPOCHS) or SageMaker's "
+        "hyperparameters.json (max-epochs); precedence: defaults < preset < hyperparameters < "
+        "environment < flags.",
+    )
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe to start from")
+    defaults = TrainingConfig()
+    types = typing.get_type_hints(TrainingConfig)
     for spec in fields(TrainingConfig):
-        parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, default=None)
+        kind = types[spec.name]
+        choices = [m.value for m in kind] if isinstance(kind, type) and issubclass(kind, StrEnum) else None
+        parser.add_argument(
+            f"--{spec.name.replace('_', '-')}",
+            dest=spec.name,
+            default=None,
+            metavar=("{" + ",".join(choices) + "}") if choices else spec.name.upper(),
+            help=f"default {_shown_default(getattr(defaults, spec.name))}",
+        )
     return parser
 
 
