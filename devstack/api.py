@@ -18,7 +18,6 @@ import base64
 import json
 import logging
 import queue
-import signal
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from devstack.poller import LambdaContext
+from devstack.signals import wait_for_stop_signal
 
 log = logging.getLogger("devstack.api")
 
@@ -230,10 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     print(f"{args.function} on {api.url} (S3 at {outputs['EndpointUrl']}); Ctrl-C or SIGTERM stops it", flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    wait_for_stop_signal()
     api.stop()
     return 0
 

@@ -22,11 +22,9 @@ import argparse
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.demo_data import DemoData, demo_data
+from devstack.signals import wait_for_stop_signal
 from devstack.stack import DEFAULT_PORT, DEFAULT_STATE_DIR, REPO_ROOT, EmbeddedStack, free_port
 from fraudlib import aws
 from fraudlib.layout import CHAMPION_POINTER_KEY
@@ -249,13 +248,6 @@ def run_demo(stack: EmbeddedStack, data: DemoData, retrain_timeout_s: float) -> 
     _say(f"  the API:         curl -s {api_url}health ; {api_url}swagger")
 
 
-def _wait_for_stop() -> None:
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack-name", default="fraud-demo")
@@ -294,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"\ndemo finished in {time.monotonic() - started:.0f} s")
         if args.keep:
             _say("the stack keeps running (KEEP=1); Ctrl-C or SIGTERM stops it")
-            _wait_for_stop()
+            wait_for_stop_signal()
     return 0
 
 

@@ -18,10 +18,8 @@ import json
 import logging
 import os
 import shlex
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +29,7 @@ from devstack.api import DEFAULT_API_PORT, EnvironmentPool, LocalApi
 from devstack.cfn import DEFAULT_STACK_NAME, ResolvedStack, load_template
 from devstack.poller import SqsEventSourcePoller
 from devstack.provision import provision
+from devstack.signals import wait_for_stop_signal
 from fraudlib import aws
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -161,6 +160,12 @@ class EmbeddedStack:
             # Its per-request access log would drown everything else.
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
             port = self.port or free_port()
+            # moto binds in its own thread and, when the port is taken, waits forever for a
+            # server that never starts: find out here, where the caller can say so.
+            try:
+                socket.create_server(("127.0.0.1", port)).close()
+            except OSError as exc:
+                raise OSError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from exc
             self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             self._moto.start()
             self.endpoint_url = f"http://127.0.0.1:{port}"
@@ -265,9 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    stop_requested = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop_requested.set())
     stack = EmbeddedStack(stack_name=args.stack_name, port=args.port, state_dir=args.state_dir, api_port=args.api_port)
     try:
         stack.start()
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"embedded stack {args.stack_name} is up on {stack.endpoint_url}")
     print(json.dumps({**stack.outputs, "EndpointUrl": stack.endpoint_url}, indent=2))
     print(f"outputs written to {stack.state_dir / 'outputs.json'}; Ctrl-C or SIGTERM stops it", flush=True)
-    stop_requested.wait()
+    wait_for_stop_signal()
     print("stopping the embedded stack")
     stack.stop()
     return 0

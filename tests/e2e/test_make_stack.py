@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -68,7 +69,30 @@ def test_stack_process_serves_uploads_and_stops_on_sigterm(tmp_path, stack_name)
         assert answer.value.code == 503
         assert json.loads(answer.value.read())["status"] == "no_model"
     finally:
+        # Twice, back to back: `kill %1` on `make stack &` reaches both make's process group
+        # and, forwarded by make, the stack; nested handlers once deadlocked here.
+        process.send_signal(signal.SIGTERM)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "is up on" in output and "stopping the embedded stack" in output
+
+
+def test_a_taken_port_is_named_and_the_process_exits(tmp_path):
+    """A second `make stack` beside a running one: a clear message and exit 1, not a hang
+    (moto's server waits forever for a thread that failed to bind)."""
+    env = {name: value for name, value in os.environ.items() if name != "AWS_ENDPOINT_URL"}
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        finished = subprocess.run(
+            [sys.executable, "-m", "devstack.stack", "--port", str(port), "--state-dir", str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert finished.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in finished.stderr
+    assert not (tmp_path / "outputs.json").exists()
