@@ -52,6 +52,9 @@ def test_undersampling_ratio():
     assert len(mild_y) == labels.sum() + labels.sum() * 10
     with pytest.raises(ValueError, match="undersample_ratio"):
         undersample(features, labels, 2.0, seed=0)
+    # 2 % fraud is already more balanced than 1:100: nothing to remove.
+    kept = undersample(features, labels, 0.01, seed=0)
+    assert kept[0] is features and kept[1] is labels
 
 
 def test_exact_duplicates_are_dropped_keeping_order():

@@ -34,7 +34,6 @@ from fraudlib.layout import (
     ONNX_FILENAME,
     PREPROCESSING_FILENAME,
     REFERENCE_PROFILE_FILENAME,
-    TABNET_FILENAME,
     bundle_key,
 )
 from fraudlib.model import FraudModel
@@ -116,10 +115,8 @@ def gate_rows(dataset: Dataset, test_rows: np.ndarray, test_labels: np.ndarray) 
     return mask, f"the test rows of the newest labelled batch {name} ({int(mask.sum())} rows, {frauds} frauds)"
 
 
-def _importances(model: Any, preprocessor: Preprocessor) -> dict[str, float]:
-    values = getattr(model, "feature_importances_", None)
-    if values is None:
-        return {}
+def _importances(model: tabnet_model.TabNetEnsemble, preprocessor: Preprocessor) -> dict[str, float]:
+    values = model.feature_importances
     return {name: float(value) for name, value in zip(preprocessor.output_names, values, strict=True)}
 
 
@@ -228,7 +225,7 @@ def _train_and_publish(
     run_id: str,
     now: datetime,
 ) -> TrainingOutcome:
-    train_x, train_y, val_x, val_y, test_x, test_y = prepared.arrays
+    val_x, val_y, test_x, test_y = prepared.val_x, prepared.val_y, prepared.test_x, prepared.test_y
     preprocessor, raw_train, raw_test = prepared.preprocessor, prepared.raw_train, prepared.raw_test
     split_sizes, test_rows, arrays = prepared.sizes, prepared.test_rows, prepared.arrays
     _log_run_inputs(
@@ -240,14 +237,12 @@ def _train_and_publish(
         data_hash=data_hash,
         s3=s3,
     )
-    model = tabnet_model.train_tabnet(train_x, train_y, val_x, val_y, config)
-    tracker.log_history(tabnet_model.epoch_history(model))
+    model = tabnet_model.train_tabnet(prepared, config)
+    tracker.log_history(model.epoch_history())
     # Export first, prove the graph equals the network, then evaluate what will be served.
     onnx_bytes, parity = export_served_graph(model.network, preprocessor.n_outputs, test_x)
     test_scores = onnx_probabilities(onnx_bytes, test_x)
-    parity["float32_torch_max_abs_diff"] = float(
-        np.max(np.abs(test_scores - tabnet_model.predict_fraud_proba(model, test_x)))
-    )
+    parity["float32_torch_max_abs_diff"] = float(np.max(np.abs(test_scores - model.predict_fraud_proba(test_x))))
     explain_bytes, parity["explain_max_abs_diff"], explain_precision = export_explain_graph(
         model.network, preprocessor.n_outputs, test_x[:1000], Precision(parity["precision"])
     )
@@ -287,6 +282,7 @@ def _train_and_publish(
         "metrics": metrics,
         "baseline_lightgbm_metrics": baseline_metrics,
         "feature_importances": importances,
+        "ensemble": {"members": len(model.members), "epochs": model.epochs},
         "onnx": parity,
         "gate": {
             "promoted": decision.promote,
@@ -309,11 +305,10 @@ def _train_and_publish(
         seed=config.seed,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        tabnet_zip = Path(model.save_model(str(Path(tmp) / "tabnet")))
         files = {
             ONNX_FILENAME: onnx_bytes,
             EXPLAIN_ONNX_FILENAME: explain_bytes,
-            TABNET_FILENAME: tabnet_zip.read_bytes(),
+            **model.save(Path(tmp)),
             PREPROCESSING_FILENAME: json.dumps(preprocessor.to_dict(), indent=2).encode(),
             REFERENCE_PROFILE_FILENAME: profile.to_bytes(),
             MANIFEST_FILENAME: json.dumps(manifest, indent=2, allow_nan=False).encode(),

@@ -21,6 +21,12 @@ class PreparedData:
     """Indices of the test rows in the dataset."""
     train_x: np.ndarray
     train_y: np.ndarray
+    """The training part after undersampling (the first ensemble member's draw)."""
+    every_train_x: np.ndarray
+    every_train_y: np.ndarray
+    """The whole training part, transformed, before undersampling."""
+    undersample_ratio: float | None
+    seed: int
     val_x: np.ndarray
     val_y: np.ndarray
     test_x: np.ndarray
@@ -29,6 +35,14 @@ class PreparedData:
     @property
     def arrays(self) -> tuple[np.ndarray, ...]:
         return self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y
+
+    def member_training_set(self, member: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble member ``member``'s training rows: member 0 gets ``train_x``/``train_y``;
+        every other member its own undersampling draw, so that together the members see
+        more of the majority class than one draw holds."""
+        if member == 0 or self.undersample_ratio is None:
+            return self.train_x, self.train_y
+        return undersample(self.every_train_x, self.every_train_y, self.undersample_ratio, self.seed + member)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -39,9 +53,8 @@ def prepare(features: np.ndarray, labels: np.ndarray, config: TrainingConfig) ->
     split = split_rows(features, labels, config.split, config.seed)
     raw_train = features[split.train]
     preprocessor = Preprocessor.fit(raw_train, config.time_encoding)
-    train_x, train_y = undersample(
-        preprocessor.transform(raw_train), labels[split.train], config.undersample_ratio, config.seed
-    )
+    every_train_x, every_train_y = preprocessor.transform(raw_train), labels[split.train]
+    train_x, train_y = undersample(every_train_x, every_train_y, config.undersample_ratio, config.seed)
     return PreparedData(
         preprocessor=preprocessor,
         raw_train=raw_train,
@@ -49,6 +62,10 @@ def prepare(features: np.ndarray, labels: np.ndarray, config: TrainingConfig) ->
         test_rows=split.test,
         train_x=train_x,
         train_y=train_y,
+        every_train_x=every_train_x,
+        every_train_y=every_train_y,
+        undersample_ratio=config.undersample_ratio,
+        seed=config.seed,
         val_x=preprocessor.transform(features[split.validation]),
         val_y=labels[split.validation],
         test_x=preprocessor.transform(features[split.test]),

@@ -46,12 +46,16 @@ def undersample(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random undersampling of the majority class to ``minority / majority = ratio``.
 
-    ``ratio=None`` keeps every row; ``1.0`` is the seed's balanced undersampling.
+    ``ratio=None`` keeps every row; ``1.0`` is the seed's balanced undersampling. Data whose
+    classes are already at least that balanced is kept whole (there is nothing to remove).
     """
     if ratio is None:
         return features, labels
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"undersample_ratio must be in (0, 1] or none, got {ratio}")
+    minority, majority = int(labels.sum()), int(labels.size - labels.sum())
+    if majority == 0 or minority >= ratio * majority:
+        return features, labels
     sampler = RandomUnderSampler(sampling_strategy=ratio, random_state=seed)
     resampled_features, resampled_labels = sampler.fit_resample(features, labels)
     return np.asarray(resampled_features), np.asarray(resampled_labels)

@@ -18,7 +18,8 @@ Artifacts bucket::
 
 A bundle ``models/<version>/``: manifest.json (version, threshold, risk cut-offs, metrics),
 model.onnx (the network, for torch-free scoring), explain.onnx (the attention-mask
-explanation graph), tabnet.zip (TabNet's own save),
+explanation graph), tabnet.zip (TabNet's own save; an ensemble's further members in
+tabnet-1.zip, tabnet-2.zip ...),
 preprocessing.json (the fitted input transform), reference_profile.npz (for drift).
 
 ``<name>`` is the key below ``incoming/`` (sub-folders kept); ``<etag>`` is the object's
@@ -94,3 +95,9 @@ def bundle_key(model_version: str, filename: str) -> str:
 def is_batch_key(key: str) -> bool:
     """Whether an object key is an incoming batch (the trigger's prefix and suffixes)."""
     return key.startswith(INCOMING_PREFIX) and key.lower().endswith(BATCH_SUFFIXES)
+
+
+def tabnet_member_filename(index: int) -> str:
+    """TabNet's own save of ensemble member ``index``: ``tabnet.zip`` for the first (the only
+    one of a single model), ``tabnet-<index>.zip`` for the others."""
+    return TABNET_FILENAME if index == 0 else f"{TABNET_FILENAME.removesuffix('.zip')}-{index}.zip"
