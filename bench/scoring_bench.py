@@ -47,6 +47,7 @@ from devstack.cfn import ResolvedStack, load_template  # noqa: E402
 from devstack.poller import LambdaContext  # noqa: E402
 from devstack.provision import provision  # noqa: E402
 from devstack.stack import emulator_environment, free_port, function_module_loader  # noqa: E402
+from fraud_training.config import TrainingConfig  # noqa: E402
 from fraudlib import aws  # noqa: E402
 from fraudlib.schema import FEATURE_COLUMNS  # noqa: E402
 from fraudlib.synthetic import generate_transactions, to_csv_bytes  # noqa: E402
@@ -94,9 +95,10 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def train_small_bundle(outputs: dict[str, str], workdir: Path) -> None:
-    """A bundle from the training job itself (project default architecture, a few epochs on
-    synthetic data): what is benchmarked is the served graph's size, not its quality."""
+def train_small_bundle(outputs: dict[str, str], workdir: Path, ensemble_size: int) -> None:
+    """A bundle from the training job itself (project default architecture and, unless told
+    otherwise, its ensemble size; a few epochs on synthetic data): what is benchmarked is the
+    served graph's size, not its quality."""
     import entrypoint
 
     data = workdir / "train.csv"
@@ -108,6 +110,7 @@ def train_small_bundle(outputs: dict[str, str], workdir: Path) -> None:
     )
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     args = ["--data", str(data), "--job-id", "bench", "--preset", "smoke", "--max-epochs", "5", "--baseline", "false"]
+    args += ["--ensemble-size", str(ensemble_size)]
     if entrypoint.main(args) != 0:
         raise SystemExit("training the benchmark bundle failed")
 
@@ -242,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument("--http-seconds", type=float, default=10.0)
     parser.add_argument("--http-clients", type=int, default=4)
+    parser.add_argument(
+        "--ensemble-size",
+        type=int,
+        default=TrainingConfig().ensemble_size,
+        help="members of the trained bundle (default: the training job's default)",
+    )
     args = parser.parse_args(argv)
 
     from moto.server import ThreadedMotoServer
@@ -264,8 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.bundle_dir:
                 version = publish_bundle_dir(outputs, args.bundle_dir)
             else:
-                print("training a small bundle (synthetic data, 5 epochs) ...", flush=True)
-                train_small_bundle(outputs, Path(tmp))
+                print(
+                    f"training a small bundle ({args.ensemble_size} members, 5 epochs, synthetic data) ...", flush=True
+                )
+                train_small_bundle(outputs, Path(tmp), args.ensemble_size)
                 version = None
         env = {
             **resolved.function_environment("ScoringFunction"),
