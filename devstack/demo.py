@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from devstack.demo_data import DemoData, demo_data
+from devstack.engine import DEFAULT_TRAINING_IMAGE, choose_training_path, docker_client
 from devstack.signals import wait_for_stop_signal
 from devstack.stack import DEFAULT_PORT, DEFAULT_STATE_DIR, REPO_ROOT, EmbeddedStack, free_port
 from fraudlib import aws
+from fraudlib.launcher import container_environment, docker_volumes
 from fraudlib.layout import CHAMPION_POINTER_KEY
 from fraudlib.schema import FEATURE_COLUMNS, LABEL_COLUMN
 from fraudlib.synthetic import to_csv_bytes
@@ -129,11 +131,14 @@ def _train_first_model(stack: EmbeddedStack, s3: Any, artifacts: str, data: Demo
     _step(3, f"training the first model on {rows:,} transactions ({frauds} frauds), the real training job")
     first = stack.state_dir / "first-training.csv"
     first.write_bytes(to_csv_bytes(data.first_training))
-    # As a user would run it: the training entrypoint as a process (its progress shows).
-    command = [sys.executable, str(TRAINING_ENTRYPOINT), "--data", str(first), "--job-id", "first-model"]
     started = time.monotonic()
-    if subprocess.run(command, check=False).returncode != 0:
-        raise DemoError("the first training failed; its log is above")
+    if stack.training.backend == "docker":
+        _train_in_container(stack, first)
+    else:
+        # As a user would run it: the training entrypoint as a process (its progress shows).
+        command = [sys.executable, str(TRAINING_ENTRYPOINT), "--data", str(first), "--job-id", "first-model"]
+        if subprocess.run(command, check=False).returncode != 0:
+            raise DemoError("the first training failed; its log is above")
     pointer = _json(s3, artifacts, CHAMPION_POINTER_KEY)
     manifest = _json(s3, artifacts, f"{pointer['bundle_prefix']}manifest.json")
     metrics, baseline = manifest["metrics"], manifest["baseline_lightgbm_metrics"]
@@ -143,6 +148,31 @@ def _train_first_model(stack: EmbeddedStack, s3: Any, artifacts: str, data: Demo
         f" threshold {manifest['threshold']:.3f}, graph {manifest['onnx']['precision']}"
     )
     return str(pointer["model_version"])
+
+
+def _train_in_container(stack: EmbeddedStack, data_file: Path) -> None:
+    """``docker run`` of the training image on the file, its output shown as it comes."""
+    client = docker_client()
+    if client is None:
+        raise DemoError("the Docker engine stopped answering")
+    # The same inputs the drift function's docker launcher gives a retrain: the host network
+    # (moto on 127.0.0.1), the state folder at its own path (the data file, MLflow's store).
+    container = client.containers.run(
+        stack.training.image,
+        ["train", "--data", str(data_file), "--job-id", "first-model"],
+        environment=container_environment({**os.environ, **stack.function_environment("DriftFunction")}),
+        network_mode="host",
+        volumes=docker_volumes((f"{stack.state_dir}:{stack.state_dir}",)),
+        detach=True,
+    )
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+        status = int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)
+    if status != 0:
+        raise DemoError(f"the first training's container exited with {status}; its log is above")
 
 
 def _showcase_body(data: DemoData) -> dict[str, Any]:
@@ -257,7 +287,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the stack running until Ctrl-C / SIGTERM")
     parser.add_argument("--retrain-timeout", type=float, default=900.0, help="seconds to wait for the retraining")
     parser.add_argument("--verbose", action="store_true", help="show the functions' JSON logs and EMF metrics")
+    parser.add_argument(
+        "--training",
+        choices=("auto", "docker", "local"),
+        default="auto",
+        help="train in the training image through a Docker API, in a local process, or auto "
+        "(the container when an engine answers and the image is built)",
+    )
+    parser.add_argument("--training-image", default=DEFAULT_TRAINING_IMAGE)
     args = parser.parse_args(argv)
+    try:
+        training = choose_training_path(args.training, args.training_image)
+    except RuntimeError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     if not args.verbose:
         # With metrics disabled Powertools never flushes, and warns about it on every call.
@@ -272,9 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     # starts, a process of the local launcher's) read these.
     os.environ.update(DEMO_TRAINING_ENV)
     stack = EmbeddedStack(
-        stack_name=args.stack_name, port=port, api_port=api_port, state_dir=args.state_dir, function_env=function_env
+        stack_name=args.stack_name,
+        port=port,
+        api_port=api_port,
+        state_dir=args.state_dir,
+        function_env=function_env,
+        training=training,
     )
     _step(1, "starting the embedded stack")
+    _say(f"  training path: {training.describe()}")
     with stack:
         _say(f"  AWS endpoint {stack.endpoint_url}; scoring API {stack.outputs['ApiUrl']}")
         _say(f"  buckets {stack.outputs['IncomingBucketName']}, {stack.outputs['ArtifactsBucketName']}")

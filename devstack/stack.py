@@ -27,6 +27,7 @@ from typing import Any
 
 from devstack.api import DEFAULT_API_PORT, EnvironmentPool, LocalApi
 from devstack.cfn import DEFAULT_STACK_NAME, ResolvedStack, load_template
+from devstack.engine import DEFAULT_TRAINING_IMAGE, TrainingPath, choose_training_path, docker_environment
 from devstack.poller import SqsEventSourcePoller
 from devstack.provision import provision
 from devstack.signals import wait_for_stop_signal
@@ -110,6 +111,9 @@ class EmbeddedStack:
     port : int or None
         Port of the embedded moto server (``None``: a free one); ignored when
         ``AWS_ENDPOINT_URL`` is set.
+    host : str
+        Address moto listens on: 127.0.0.1, or 0.0.0.0 so that function containers of
+        ``sam local`` reach it through the engine's bridge (scripts/sam-local.sh).
     state_dir : Path
         Where outputs.json and the local training jobs' logs go.
     function_env : dict
@@ -119,6 +123,8 @@ class EmbeddedStack:
         free one, None serves none.
     api_environments : int
         Most concurrent execution environments of an API function.
+    training : TrainingPath or None
+        How the drift function starts training (:mod:`devstack.engine`); None: a local process.
     """
 
     def __init__(
@@ -131,14 +137,18 @@ class EmbeddedStack:
         retry_delay_s: int = 1,
         api_port: int | None = DEFAULT_API_PORT,
         api_environments: int = 2,
+        training: TrainingPath | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.stack_name = stack_name
+        self.training = training or TrainingPath("local", DEFAULT_TRAINING_IMAGE, "the default")
         self.api_port = api_port
         self.api_environments = api_environments
         self.api_url = ""
         self._apis: list[LocalApi] = []
         self.port = port
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).resolve()
         self.function_env = dict(function_env or {})
         self.retry_delay_s = retry_delay_s
         self.resolved = ResolvedStack(load_template(), stack_name=stack_name)
@@ -163,10 +173,10 @@ class EmbeddedStack:
             # moto binds in its own thread and, when the port is taken, waits forever for a
             # server that never starts: find out here, where the caller can say so.
             try:
-                socket.create_server(("127.0.0.1", port)).close()
+                socket.create_server((self.host, port)).close()
             except OSError as exc:
-                raise OSError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from exc
-            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+                raise OSError(f"cannot listen on {self.host}:{port}: {exc.strerror or exc}") from exc
+            self._moto = ThreadedMotoServer(ip_address=self.host, port=port, verbose=False)
             self._moto.start()
             self.endpoint_url = f"http://127.0.0.1:{port}"
             os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
@@ -178,7 +188,7 @@ class EmbeddedStack:
     def function_environment(self, logical_id: str) -> dict[str, str]:
         env = self.resolved.function_environment(logical_id)
         env.update(
-            TRAINING_BACKEND="local",
+            TRAINING_BACKEND=self.training.backend,
             # The training entrypoint, by absolute path: the job may start from any directory.
             LOCAL_TRAINING_COMMAND=shlex.join([sys.executable, str(REPO_ROOT / "training_job" / "entrypoint.py")]),
             LOCAL_TRAINING_LOG_DIR=str(self.state_dir / "jobs"),
@@ -187,6 +197,15 @@ class EmbeddedStack:
             POWERTOOLS_TRACE_DISABLED="true",
             AWS_ENDPOINT_URL=self.endpoint_url,
         )
+        if self.training.backend == "docker":
+            env.update(
+                docker_environment(),
+                TRAINING_IMAGE=self.training.image,
+                # The host's network: the container reaches moto on 127.0.0.1 as we do.
+                TRAINING_DOCKER_NETWORK="host",
+                # The state folder at the same path, so MLflow's store is the host's own.
+                TRAINING_DOCKER_MOUNTS=f"{self.state_dir}:{self.state_dir}",
+            )
         env.update(self.function_env)
         return env
 
@@ -267,10 +286,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="moto server port (default 4566)")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where outputs.json goes")
     parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="local API port (default 3000)")
+    parser.add_argument(
+        "--training",
+        choices=("auto", "docker", "local"),
+        default="auto",
+        help="how drift starts training: the training image through a Docker API, a local process, "
+        "or auto (the container when an engine answers and the image is built)",
+    )
+    parser.add_argument("--training-image", default=DEFAULT_TRAINING_IMAGE)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address moto listens on; 0.0.0.0 lets sam local's containers reach it (an emulator "
+        "with no authentication: only on a machine whose network you trust)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    stack = EmbeddedStack(stack_name=args.stack_name, port=args.port, state_dir=args.state_dir, api_port=args.api_port)
+    try:
+        training = choose_training_path(args.training, args.training_image)
+    except RuntimeError as exc:
+        print(f"could not start the embedded stack: {exc}", file=sys.stderr)
+        return 1
+    print(f"training path: {training.describe()}", flush=True)
+    stack = EmbeddedStack(
+        stack_name=args.stack_name,
+        port=args.port,
+        state_dir=args.state_dir,
+        api_port=args.api_port,
+        training=training,
+        host=args.host,
+    )
     try:
         stack.start()
     except OSError as exc:

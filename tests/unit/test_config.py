@@ -53,6 +53,9 @@ def test_every_setting_is_read():
         ({"DRIFT_MIN_FEATURES": "0"}, "DRIFT_"),
         ({"TRAINING_BACKEND": "sagemaker"}, "TRAINING_IMAGE_URI"),
         ({"TRAINING_BACKEND": "batch"}, "TRAINING_BACKEND"),
+        ({"TRAINING_BACKEND": "docker"}, "TRAINING_IMAGE"),
+        ({"TRAINING_BACKEND": "docker", "TRAINING_IMAGE": "t", "TRAINING_DOCKER_MOUNTS": "relative:/x"}, "MOUNTS"),
+        ({"TRAINING_BACKEND": "docker", "TRAINING_IMAGE": "t", "TRAINING_DOCKER_MOUNTS": "/only-host"}, "MOUNTS"),
     ],
 )
 def test_bad_settings_name_the_variable(change, named):
@@ -74,3 +77,18 @@ def test_sagemaker_settings():
     assert settings.sagemaker is not None
     assert settings.sagemaker.use_spot and settings.sagemaker.max_runtime_s == 1200
     assert settings.lock_ttl_s == 1200 + 900
+
+
+def test_docker_settings():
+    settings = DriftSettings.from_env(
+        {
+            **BASE,
+            "TRAINING_BACKEND": "docker",
+            "TRAINING_IMAGE": "fraud-training:local",
+            "TRAINING_DOCKER_MOUNTS": "'/state dir:/state dir' /data:/data:ro",
+        }
+    )
+    assert settings.backend is TrainingBackend.DOCKER
+    assert settings.docker is not None
+    assert settings.docker.network == "host"
+    assert settings.docker.mounts == ("/state dir:/state dir", "/data:/data:ro")

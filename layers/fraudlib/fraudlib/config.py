@@ -30,6 +30,7 @@ class SettingsError(ValueError):
 class TrainingBackend(StrEnum):
     SAGEMAKER = "sagemaker"
     LOCAL = "local"
+    DOCKER = "docker"
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -81,6 +82,18 @@ class LocalTrainingSettings:
 
 
 @dataclass(frozen=True)
+class DockerTrainingSettings:
+    """The training image run through a Docker API (a local engine, podman's service)."""
+
+    image: str
+    #: "host" lets the job reach an endpoint on 127.0.0.1 (the embedded stack's moto).
+    network: str
+    #: "HOST_PATH:CONTAINER_PATH" bind mounts, such as the state folder MLflow writes to.
+    mounts: tuple[str, ...]
+    log_dir: str
+
+
+@dataclass(frozen=True)
 class DriftSettings:
     """Everything the drift function needs, read from its environment."""
 
@@ -94,6 +107,7 @@ class DriftSettings:
     mlflow_tracking_uri: str
     sagemaker: SageMakerSettings | None
     local: LocalTrainingSettings | None
+    docker: DockerTrainingSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DriftSettings:
@@ -132,6 +146,7 @@ class DriftSettings:
         max_runtime_s = _parsed(env, "TRAINING_MAX_RUNTIME_S", 3600, int, "an integer")
         sagemaker = None
         local = None
+        docker = None
         if backend is TrainingBackend.SAGEMAKER:
             sagemaker = SageMakerSettings(
                 image_uri=_required(env, "TRAINING_IMAGE_URI"),
@@ -141,6 +156,16 @@ class DriftSettings:
                 use_spot=_parsed(env, "TRAINING_USE_SPOT", False, _bool, "true or false"),
                 volume_size_gb=_parsed(env, "TRAINING_VOLUME_GB", 30, int, "an integer"),
             )
+        elif backend is TrainingBackend.DOCKER:
+            docker = DockerTrainingSettings(
+                image=_required(env, "TRAINING_IMAGE"),
+                network=env.get("TRAINING_DOCKER_NETWORK", "").strip() or "host",
+                mounts=tuple(shlex.split(env.get("TRAINING_DOCKER_MOUNTS", ""))),
+                log_dir=env.get("LOCAL_TRAINING_LOG_DIR", "").strip() or ".stack/jobs",
+            )
+            for mount in docker.mounts:
+                if mount.count(":") not in (1, 2) or not mount.startswith("/"):
+                    raise SettingsError(f"TRAINING_DOCKER_MOUNTS entry {mount!r} is not HOST_PATH:CONTAINER_PATH[:ro]")
         else:
             default_command = f"{shlex.quote(sys.executable)} training_job/entrypoint.py"
             local = LocalTrainingSettings(
@@ -160,6 +185,7 @@ class DriftSettings:
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", "").strip(),
             sagemaker=sagemaker,
             local=local,
+            docker=docker,
         )
 
 

@@ -15,7 +15,7 @@ from fraudlib.batch import BatchLimits, BatchValidationError, read_batch
 from fraudlib.config import DriftSettings, TrainingBackend
 from fraudlib.coordination import BatchRef, TrainingCoordinator
 from fraudlib.drift import DriftConfig, DriftResult, KSDriftDetector
-from fraudlib.launcher import LocalProcessLauncher, SageMakerLauncher, TrainingLauncher
+from fraudlib.launcher import DockerLauncher, LocalProcessLauncher, SageMakerLauncher, TrainingLauncher
 from fraudlib.layout import batch_record_key, drift_report_key, is_batch_key, quarantine_key
 from fraudlib.profile import ReferenceProfile
 from fraudlib.report import batch_record, drift_report, quarantine_report
@@ -179,6 +179,9 @@ def build_ingestor(settings: DriftSettings) -> BatchIngestor:
     if settings.backend is TrainingBackend.SAGEMAKER:
         assert settings.sagemaker is not None
         launcher = SageMakerLauncher(aws.client("sagemaker"), settings.sagemaker)
+    elif settings.backend is TrainingBackend.DOCKER:
+        assert settings.docker is not None
+        launcher = DockerLauncher(settings.docker)
     else:
         assert settings.local is not None
         launcher = LocalProcessLauncher(settings.local)
@@ -190,7 +193,7 @@ def build_ingestor(settings: DriftSettings) -> BatchIngestor:
         lock_table=settings.lock_table,
         mlflow_tracking_uri=settings.mlflow_tracking_uri,
     )
-    if isinstance(launcher, LocalProcessLauncher):
+    if isinstance(launcher, (LocalProcessLauncher, DockerLauncher)):
         launcher.on_exit = scheduler.job_finished
     return BatchIngestor(
         IncomingStore(s3, settings.incoming_bucket), artifacts, scheduler, settings.drift, settings.limits

@@ -1,12 +1,14 @@
-"""Start a training job: on SageMaker (what AWS runs) or as a local subprocess (the dev stack).
+"""Start a training job: on SageMaker (what AWS runs), as a container of the training image
+through a Docker API, or as a local subprocess (the dev stack without an engine).
 
-Both backends take the same :class:`TrainingRequest` and return a handle at once; neither
+Every backend takes the same :class:`TrainingRequest` and returns a handle at once; none
 waits for the job. The job receives the same inputs either way (hyperparameters, S3
-locations, environment), so the same training entrypoint serves both.
+locations, environment), so the same training entrypoint serves all three.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import threading
@@ -17,10 +19,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from fraudlib.config import LocalTrainingSettings, SageMakerSettings
+from fraudlib.config import DockerTrainingSettings, LocalTrainingSettings, SageMakerSettings
 from fraudlib.layout import BASE_DATASET_KEY, INCOMING_PREFIX
 
+log = logging.getLogger(__name__)
 TRAINING_OUTPUT_PREFIX = "training-output/"
+#: What a training container inherits from the launcher's environment besides the request's
+#: own variables: how to reach AWS (or the emulator), where MLflow and the state folder are,
+#: and the job's TRAIN_* settings. Nothing else of the host leaks in.
+CONTAINER_ENV_NAMES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "MLFLOW_TRACKING_URI",
+    "FRAUD_STATE_DIR",
+    "TRAINING_LOG_LEVEL",
+)
+CONTAINER_ENV_PREFIXES = ("TRAIN_",)
 BASE_DATASET_PREFIX = BASE_DATASET_KEY.rsplit("/", 1)[0] + "/"
 
 
@@ -59,6 +77,24 @@ class TrainingRequest:
         if self.mlflow_tracking_uri:
             env["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
         return env
+
+
+def container_environment(base_env: dict[str, str]) -> dict[str, str]:
+    """The part of ``base_env`` a training container inherits (see CONTAINER_ENV_NAMES)."""
+    return {
+        name: value
+        for name, value in base_env.items()
+        if name in CONTAINER_ENV_NAMES or name.startswith(CONTAINER_ENV_PREFIXES)
+    }
+
+
+def docker_volumes(mounts: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``HOST:CONTAINER[:MODE]`` strings as the Docker SDK's ``volumes`` argument."""
+    volumes: dict[str, dict[str, str]] = {}
+    for mount in mounts:
+        host_path, container_path, *mode = mount.split(":")
+        volumes[host_path] = {"bind": container_path, "mode": mode[0] if mode else "rw"}
+    return volumes
 
 
 class TrainingLauncher(Protocol):
@@ -174,5 +210,76 @@ class LocalProcessLauncher:
 
     def _watch(self, job_id: str, process: subprocess.Popen[bytes]) -> None:
         return_code = process.wait()
+        if self.on_exit is not None:
+            self.on_exit(job_id, return_code)
+
+
+class DockerLauncher:
+    """Runs the training image as a container through the Docker API (``DOCKER_HOST``).
+
+    The same image SageMaker runs, started the way SageMaker starts it (``train`` plus the
+    hyperparameters as flags). ``on_exit(job_id, return_code)`` is called from a watcher
+    thread when the container ends; its output goes to ``<log_dir>/<job_id>.log`` and the
+    container is then removed.
+    """
+
+    backend = "docker"
+
+    def __init__(
+        self,
+        settings: DockerTrainingSettings,
+        on_exit: Callable[[str, int], None] | None = None,
+        base_env: dict[str, str] | None = None,
+        client: Any = None,
+    ) -> None:
+        self._settings = settings
+        self.on_exit = on_exit
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._client = client
+
+    def _docker(self) -> Any:
+        if self._client is None:
+            import docker  # the Docker SDK: development dependency, never on Lambda
+
+            self._client = docker.from_env()
+        return self._client
+
+    def container_spec(self, request: TrainingRequest) -> dict[str, Any]:
+        """The ``containers.run`` arguments (kept separate so they can be inspected)."""
+        flags = [part for name, value in request.hyperparameters().items() for part in (f"--{name}", value)]
+        return {
+            "image": self._settings.image,
+            "command": ["train", *flags],
+            "name": request.job_id,
+            "environment": {**container_environment(self._base_env), **request.environment()},
+            "network_mode": self._settings.network,
+            "volumes": docker_volumes(self._settings.mounts),
+            "labels": {"fraud-detection.job-id": request.job_id},
+            "detach": True,
+        }
+
+    def start(self, request: TrainingRequest) -> str:
+        container = self._docker().containers.run(**self.container_spec(request))
+        threading.Thread(
+            target=self._watch,
+            args=(request.job_id, container),
+            name=f"watch-{request.job_id}",
+            daemon=True,
+        ).start()
+        return f"container:{container.short_id} image:{self._settings.image}"
+
+    def _watch(self, job_id: str, container: Any) -> None:
+        try:
+            return_code = int(container.wait()["StatusCode"])
+        except Exception:  # the engine went away: the job's outcome is unknown
+            log.exception("lost track of training container %s", job_id)
+            return_code = -1
+        log_dir = Path(self._settings.log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            (log_dir / f"{job_id}.log").write_bytes(container.logs(stdout=True, stderr=True))
+            container.remove()
+        except Exception:  # the outcome must still be recorded; the container stays for inspection
+            log.exception("could not keep the log of training container %s", job_id)
         if self.on_exit is not None:
             self.on_exit(job_id, return_code)
