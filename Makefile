@@ -7,7 +7,8 @@ SAM_VENV := .tools/sam
 CHECKOV_VENV := .tools/checkov
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test unit integration e2e lint stack api demo bench bench-scoring clean mlflow-ui train
+.PHONY: setup test unit integration e2e lint stack api demo bench bench-scoring clean mlflow-ui train \
+	engine-up engine-down training-image containers-test bench-containers
 
 setup: $(STAMP) $(SAM_VENV)/bin/sam $(CHECKOV_VENV)/bin/checkov
 
@@ -75,3 +76,30 @@ mlflow-ui: setup
 
 train: setup
 	$(PY) training_job/entrypoint.py $(ARGS)
+
+# -- containers (a Docker engine, or podman's Docker API from scripts/container-engine.sh) ----
+# DOCKER_HOST for podman's service when it runs; nothing for a real Docker engine.
+ENGINE_ENV = eval "$$(scripts/container-engine.sh env)";
+TRAINING_IMAGE ?= fraud-training:local
+# Where a CPU torch wheel may lie on this machine (training_job/wheels/README.md).
+TORCH_WHEEL_DIR ?= /opt/wheels
+
+engine-up: setup
+	scripts/container-engine.sh up
+
+engine-down:
+	scripts/container-engine.sh down
+
+training-image:
+	@for wheel in $(TORCH_WHEEL_DIR)/torch-*+cpu-*.whl; do \
+		if [ -f "$$wheel" ] && [ ! -f "training_job/wheels/$$(basename "$$wheel")" ]; then cp "$$wheel" training_job/wheels/; fi; \
+	done
+	$(ENGINE_ENV) docker build -f training_job/Dockerfile -t $(TRAINING_IMAGE) \
+		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) .
+
+# Sets the engine up first; REQUIRE_CONTAINERS=1 turns a missing engine into a failure.
+containers-test: engine-up
+	REQUIRE_CONTAINERS=1 $(PY) -m pytest tests/containers
+
+bench-containers: engine-up
+	$(PY) bench/container_bench.py $(ARGS)
