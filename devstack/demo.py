@@ -160,7 +160,12 @@ def _train_in_container(stack: EmbeddedStack, data_file: Path) -> None:
     container = client.containers.run(
         stack.training.image,
         ["train", "--data", str(data_file), "--job-id", "first-model"],
-        environment=container_environment({**os.environ, **stack.function_environment("DriftFunction")}),
+        environment={
+            **container_environment({**os.environ, **stack.function_environment("DriftFunction")}),
+            "ARTIFACTS_BUCKET": stack.outputs["ArtifactsBucketName"],
+            "INCOMING_BUCKET": stack.outputs["IncomingBucketName"],
+            "LOCK_TABLE": stack.outputs["TrainingLockTableName"],
+        },
         network_mode="host",
         volumes=docker_volumes((f"{stack.state_dir}:{stack.state_dir}",)),
         detach=True,
