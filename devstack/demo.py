@@ -152,7 +152,8 @@ def _train_first_model(stack: EmbeddedStack, s3: Any, artifacts: str, data: Demo
 
 def _train_in_container(stack: EmbeddedStack, data_file: Path) -> None:
     """``docker run`` of the training image on the file, its output shown as it comes."""
-    client = docker_client()
+    # Reads wait as long as the job is silent (LightGBM, the ONNX export): no short timeout.
+    client = docker_client(timeout_s=6 * 3600)
     if client is None:
         raise DemoError("the Docker engine stopped answering")
     # The same inputs the drift function's docker launcher gives a retrain: the host network
