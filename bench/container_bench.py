@@ -189,12 +189,13 @@ def _warm_invocations(local_env: dict[str, str], calls: int, drift_event_file) -
     from botocore.config import Config
 
     lambda_port = free_port()
+    server_log = tempfile.TemporaryFile()
     server = subprocess.Popen(
         [str(SAM_LOCAL), "start-lambda", "-p", str(lambda_port), "--warm-containers", "EAGER"],
         cwd=REPO_ROOT,
         env=local_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
     )
     figures: dict[str, float] = {}
     try:
@@ -214,6 +215,8 @@ def _warm_invocations(local_env: dict[str, str], calls: int, drift_event_file) -
                 break
             except Exception:
                 if time.monotonic() > deadline or server.poll() is not None:
+                    server_log.seek(0)
+                    print(server_log.read().decode("utf-8", "replace")[-3000:], file=sys.stderr)
                     raise
                 time.sleep(1)
         for function, short in (("ScoringFunction", "scoring"), ("DriftFunction", "drift")):

@@ -203,7 +203,13 @@ class ResolvedStack:
         global_vars = self.template.get("Globals", {}).get("Function", {}).get("Environment", {})
         own_vars = self.properties(logical_id).get("Environment", {})
         merged = {**global_vars.get("Variables", {}), **own_vars.get("Variables", {})}
-        return {name: str(self.resolve(value)) for name, value in merged.items()}
+        env = {name: str(self.resolve(value)) for name, value in merged.items()}
+        # LocalEndpointUrl left empty: botocore ignores an empty AWS_ENDPOINT_URL, so on AWS the
+        # function has no endpoint override. In-process, an empty value would instead replace
+        # the emulator endpoint the caller set: leave it out, which means the same.
+        if env.get("AWS_ENDPOINT_URL") == "":
+            del env["AWS_ENDPOINT_URL"]
+        return env
 
     def outputs(self) -> dict[str, str]:
         """The template's Outputs whose ``Condition`` (if any) holds."""

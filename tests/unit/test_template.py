@@ -142,7 +142,11 @@ def test_sam_local_env_file_matches_the_template(stack, logical_id):
 
     env_file = json.loads((ROOT / "events" / "env.local.json").read_text())[logical_id]
     expected = stack.function_environment(logical_id)
-    assert expected.pop("AWS_ENDPOINT_URL") == ""
+    declared = stack.template["Globals"]["Function"]["Environment"]["Variables"]
+    assert declared["AWS_ENDPOINT_URL"] == {"Ref": "LocalEndpointUrl"}
+    assert stack.template["Parameters"]["LocalEndpointUrl"]["Default"] == ""
+    # Empty (the default) means unset: left out of the in-process environment.
+    assert "AWS_ENDPOINT_URL" not in expected
     assert {k: v for k, v in env_file.items() if k != "POWERTOOLS_TRACE_DISABLED"} == expected
 
 
