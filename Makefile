@@ -8,7 +8,7 @@ CHECKOV_VENV := .tools/checkov
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup test unit integration e2e lint stack api demo bench bench-scoring clean mlflow-ui train \
-	engine-up engine-down training-image containers-test bench-containers
+	engine-up engine-down training-image containers-test bench-containers localstack-test
 
 setup: $(STAMP) $(SAM_VENV)/bin/sam $(CHECKOV_VENV)/bin/checkov
 
@@ -103,3 +103,8 @@ containers-test: engine-up
 
 bench-containers: engine-up
 	$(PY) bench/container_bench.py $(ARGS)
+
+# The integration and e2e tests against LocalStack on the host (scripts/localstack.sh): its own
+# Python 3.13 venv (.tools/localstack), started before and stopped after the run.
+localstack-test: $(STAMP)
+	scripts/localstack.sh test $(ARGS)
