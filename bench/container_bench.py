@@ -189,49 +189,49 @@ def _warm_invocations(local_env: dict[str, str], calls: int, drift_event_file) -
     from botocore.config import Config
 
     lambda_port = free_port()
-    server_log = tempfile.TemporaryFile()
-    server = subprocess.Popen(
-        [str(SAM_LOCAL), "start-lambda", "-p", str(lambda_port), "--warm-containers", "EAGER"],
-        cwd=REPO_ROOT,
-        env=local_env,
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-    )
-    figures: dict[str, float] = {}
-    try:
-        client = botocore.session.get_session().create_client(
-            "lambda",
-            region_name="us-east-1",
-            endpoint_url=f"http://127.0.0.1:{lambda_port}",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(read_timeout=300, retries={"max_attempts": 0}),
+    with tempfile.TemporaryFile() as server_log:
+        server = subprocess.Popen(
+            [str(SAM_LOCAL), "start-lambda", "-p", str(lambda_port), "--warm-containers", "EAGER"],
+            cwd=REPO_ROOT,
+            env=local_env,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
         )
-        predict = (REPO_ROOT / "events" / "api-predict.json").read_bytes()
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                client.invoke(FunctionName="ScoringFunction", Payload=predict)
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    server_log.seek(0)
-                    print(server_log.read().decode("utf-8", "replace")[-3000:], file=sys.stderr)
-                    raise
-                time.sleep(1)
-        for function, short in (("ScoringFunction", "scoring"), ("DriftFunction", "drift")):
-            timings = []
-            for index in range(calls):
-                payload = predict if function == "ScoringFunction" else drift_event_file(10 + index).read_bytes()
-                started = time.monotonic()
-                response = client.invoke(FunctionName=function, Payload=payload)
-                response["Payload"].read()
-                timings.append(time.monotonic() - started)
-            figures[f"{short}_invoke_warm_p50_ms"] = round(statistics.median(timings) * 1000, 1)
-            print(f"warm {function} through start-lambda: p50 {figures[f'{short}_invoke_warm_p50_ms']} ms")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+        figures: dict[str, float] = {}
+        try:
+            client = botocore.session.get_session().create_client(
+                "lambda",
+                region_name="us-east-1",
+                endpoint_url=f"http://127.0.0.1:{lambda_port}",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=Config(read_timeout=300, retries={"max_attempts": 0}),
+            )
+            predict = (REPO_ROOT / "events" / "api-predict.json").read_bytes()
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    client.invoke(FunctionName="ScoringFunction", Payload=predict)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        server_log.seek(0)
+                        print(server_log.read().decode("utf-8", "replace")[-3000:], file=sys.stderr)
+                        raise
+                    time.sleep(1)
+            for function, short in (("ScoringFunction", "scoring"), ("DriftFunction", "drift")):
+                timings = []
+                for index in range(calls):
+                    payload = predict if function == "ScoringFunction" else drift_event_file(10 + index).read_bytes()
+                    started = time.monotonic()
+                    response = client.invoke(FunctionName=function, Payload=payload)
+                    response["Payload"].read()
+                    timings.append(time.monotonic() - started)
+                figures[f"{short}_invoke_warm_p50_ms"] = round(statistics.median(timings) * 1000, 1)
+                print(f"warm {function} through start-lambda: p50 {figures[f'{short}_invoke_warm_p50_ms']} ms")
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
     return figures
 
 

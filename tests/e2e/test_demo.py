@@ -24,6 +24,10 @@ def test_demo_runs_the_whole_loop(tmp_path, stack_name):
             stack_name,
             "--state-dir",
             str(tmp_path),
+            # The path without a Docker engine, whatever this machine has; the container path's
+            # parts are tests/containers' (docker run of the image, the docker backend).
+            "--training",
+            "local",
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -36,6 +40,7 @@ def test_demo_runs_the_whole_loop(tmp_path, stack_name):
     assert done.returncode == 0, output[-3000:] + done.stderr[-3000:]
     assert [int(n) for n in re.findall(r"^\[(\d)/8\]", output, re.MULTILINE)] == list(range(1, 9))
     assert "data: synthetic data (asked for with --synthetic)" in output
+    assert "training path: training entrypoint as a local process (asked for)" in output
     first = re.search(r"served model (v\S+) after", output).group(1)
     # Scored over HTTP with the first model, frauds among the transactions.
     assert re.search(rf"POST http://127\.0\.0\.1:\d+/predict\?explain=true -> 200, model {first}", output)

@@ -22,6 +22,7 @@ REQUEST = TrainingRequest(
 )
 HOST_ENV = {
     "AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
+    "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:5000",
     "AWS_ACCESS_KEY_ID": "testing",
     "TRAIN_MAX_EPOCHS": "6",
     "FRAUD_STATE_DIR": "/state",
@@ -51,6 +52,8 @@ def test_only_the_endpoint_credentials_state_and_train_settings_leak_in():
     environment = DockerLauncher(SETTINGS, base_env=HOST_ENV).container_spec(REQUEST)["environment"]
     assert "HOME" not in environment and "PATH" not in environment and "DOCKER_HOST" not in environment
     assert environment["AWS_ENDPOINT_URL"] == "http://127.0.0.1:4566"
+    # A service served elsewhere (LocalStack's gaps filled by moto) is reached there too.
+    assert environment["AWS_ENDPOINT_URL_DYNAMODB"] == "http://127.0.0.1:5000"
     assert environment["TRAIN_MAX_EPOCHS"] == "6"
     assert environment["FRAUD_STATE_DIR"] == "/state"
     # The request's own variables win over whatever the host had.

@@ -25,8 +25,8 @@ from fraudlib.layout import BASE_DATASET_KEY, INCOMING_PREFIX
 log = logging.getLogger(__name__)
 TRAINING_OUTPUT_PREFIX = "training-output/"
 #: What a training container inherits from the launcher's environment besides the request's
-#: own variables: how to reach AWS (or the emulator), where MLflow and the state folder are,
-#: and the job's TRAIN_* settings. Nothing else of the host leaks in.
+#: own variables: how to reach AWS (or the emulator, with any per-service endpoints), where
+#: MLflow and the state folder are, and the job's TRAIN_* settings. Nothing else leaks in.
 CONTAINER_ENV_NAMES = (
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
@@ -38,7 +38,7 @@ CONTAINER_ENV_NAMES = (
     "FRAUD_STATE_DIR",
     "TRAINING_LOG_LEVEL",
 )
-CONTAINER_ENV_PREFIXES = ("TRAIN_",)
+CONTAINER_ENV_PREFIXES = ("TRAIN_", "AWS_ENDPOINT_URL_")  # per-service endpoints, as botocore reads them
 BASE_DATASET_PREFIX = BASE_DATASET_KEY.rsplit("/", 1)[0] + "/"
 
 
