@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.demo_data import DemoData, demo_data
-from devstack.engine import DEFAULT_TRAINING_IMAGE, choose_training_path, docker_client
+from devstack.engine import add_training_arguments, choose_training_path, docker_client
 from devstack.signals import wait_for_stop_signal
 from devstack.stack import DEFAULT_PORT, DEFAULT_STATE_DIR, REPO_ROOT, EmbeddedStack, free_port
 from fraudlib import aws
@@ -293,14 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the stack running until Ctrl-C / SIGTERM")
     parser.add_argument("--retrain-timeout", type=float, default=900.0, help="seconds to wait for the retraining")
     parser.add_argument("--verbose", action="store_true", help="show the functions' JSON logs and EMF metrics")
-    parser.add_argument(
-        "--training",
-        choices=("auto", "docker", "local"),
-        default="auto",
-        help="train in the training image through a Docker API, in a local process, or auto "
-        "(the container when an engine answers and the image is built)",
-    )
-    parser.add_argument("--training-image", default=DEFAULT_TRAINING_IMAGE)
+    add_training_arguments(parser)
     args = parser.parse_args(argv)
     try:
         training = choose_training_path(args.training, args.training_image)

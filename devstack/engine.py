@@ -7,6 +7,7 @@ Docker-API service); ``make training-image`` builds the image.
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +80,15 @@ def choose_training_path(requested: str, image: str = DEFAULT_TRAINING_IMAGE) ->
     if requested == "docker":
         raise RuntimeError(f"cannot train in a container: {reason}")
     return TrainingPath("local", image, reason)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--training`` and ``--training-image``, as ``make stack`` and ``make demo`` take them."""
+    parser.add_argument(
+        "--training",
+        choices=("auto", "docker", "local"),
+        default="auto",
+        help="train in the training image through a Docker API, in a local process, or auto "
+        "(the container when an engine answers and the image is built)",
+    )
+    parser.add_argument("--training-image", default=DEFAULT_TRAINING_IMAGE)

@@ -27,7 +27,13 @@ from typing import Any
 
 from devstack.api import DEFAULT_API_PORT, EnvironmentPool, LocalApi
 from devstack.cfn import DEFAULT_STACK_NAME, ResolvedStack, load_template
-from devstack.engine import DEFAULT_TRAINING_IMAGE, TrainingPath, choose_training_path, docker_environment
+from devstack.engine import (
+    DEFAULT_TRAINING_IMAGE,
+    TrainingPath,
+    add_training_arguments,
+    choose_training_path,
+    docker_environment,
+)
 from devstack.poller import SqsEventSourcePoller
 from devstack.provision import provision
 from devstack.signals import wait_for_stop_signal
@@ -286,14 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="moto server port (default 4566)")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where outputs.json goes")
     parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="local API port (default 3000)")
-    parser.add_argument(
-        "--training",
-        choices=("auto", "docker", "local"),
-        default="auto",
-        help="how drift starts training: the training image through a Docker API, a local process, "
-        "or auto (the container when an engine answers and the image is built)",
-    )
-    parser.add_argument("--training-image", default=DEFAULT_TRAINING_IMAGE)
+    add_training_arguments(parser)
     parser.add_argument(
         "--host",
         default="127.0.0.1",

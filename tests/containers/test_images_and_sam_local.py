@@ -45,6 +45,14 @@ def _sam_local_env(engine_env: dict[str, str], port: int) -> dict[str, str]:
     return {**engine_env, "ENDPOINT_PORT": str(port)}
 
 
+def _sam_local_invoke(stack, engine_env: dict[str, str], function: str, event: str) -> tuple[dict, str]:
+    """``scripts/sam-local.sh invoke``: the function's response and the whole output."""
+    _, output = run_timed(
+        [str(SAM_LOCAL), "invoke", function, "-e", event], _sam_local_env(engine_env, stack.port), timeout_s=300
+    )
+    return _last_json_line(output), output
+
+
 def _last_json_line(output: str) -> dict:
     for line in reversed(output.strip().splitlines()):
         if line.startswith("{"):
@@ -94,8 +102,9 @@ def first_model(stack, engine, training_image) -> str:
         detach=True,
     )
     try:
+        # Followed, as the launcher does: under podman an unread container's writes stall.
+        logs = b"".join(container.logs(stream=True, follow=True)).decode("utf-8", "replace")
         status = container.wait(timeout=900)["StatusCode"]
-        logs = container.logs().decode("utf-8", "replace")
     finally:
         container.remove(force=True)
     assert status == 0, logs[-3000:]
@@ -116,35 +125,13 @@ def test_the_training_image_trains_and_publishes_a_bundle(stack, first_model):
 
 
 def test_sam_local_invoke_scoring_health_names_the_promoted_model(stack, first_model, sam_build, engine_env):
-    _, output = run_timed(
-        [
-            str(SAM_LOCAL),
-            "invoke",
-            "ScoringFunction",
-            "-e",
-            "events/api-health.json",
-        ],
-        _sam_local_env(engine_env, stack.port),
-        timeout_s=300,
-    )
-    response = _last_json_line(output)
+    response, output = _sam_local_invoke(stack, engine_env, "ScoringFunction", "events/api-health.json")
     health = json.loads(response["body"])
     assert (response["statusCode"], health["model_version"]) == (200, first_model), (health, output[-3000:])
 
 
 def test_sam_local_invoke_scoring_answers_with_the_promoted_model(stack, first_model, sam_build, engine_env):
-    _elapsed, output = run_timed(
-        [
-            str(SAM_LOCAL),
-            "invoke",
-            "ScoringFunction",
-            "-e",
-            "events/api-predict.json",
-        ],
-        _sam_local_env(engine_env, stack.port),
-        timeout_s=300,
-    )
-    response = _last_json_line(output)
+    response, _ = _sam_local_invoke(stack, engine_env, "ScoringFunction", "events/api-predict.json")
     assert response["statusCode"] == 200, response
     body = json.loads(response["body"])
     assert body["model_version"] == first_model
@@ -182,18 +169,8 @@ def test_sam_local_invoke_drift_checks_a_batch_and_writes_the_report(
     event = tmp_path / "sqs-event.json"
     event.write_text(json.dumps(sample))
 
-    _, output = run_timed(
-        [
-            str(SAM_LOCAL),
-            "invoke",
-            "DriftFunction",
-            "-e",
-            str(event),
-        ],
-        _sam_local_env(engine_env, stack.port),
-        timeout_s=300,
-    )
-    assert _last_json_line(output) == {"batchItemFailures": []}
+    response, _ = _sam_local_invoke(stack, engine_env, "DriftFunction", str(event))
+    assert response == {"batchItemFailures": []}
     reports = list_keys(s3, stack.outputs["ArtifactsBucketName"], DRIFT_REPORT_PREFIX)
     documents = [read_json(s3, stack.outputs["ArtifactsBucketName"], name) for name in reports]
     mine = [doc for doc in documents if doc.get("batch", {}).get("etag") == etag]

@@ -71,8 +71,9 @@ class _Container:
     def wait(self):
         return {"StatusCode": self.status}
 
-    def logs(self, stdout: bool, stderr: bool) -> bytes:
-        return b"epoch 1\nfailed: out of memory\n"
+    def logs(self, stream: bool, follow: bool):
+        assert stream and follow  # followed as it comes (see DockerLauncher._watch)
+        return iter([b"epoch 1\n", b"failed: out of memory\n"])
 
     def remove(self) -> None:
         self.removed = True
