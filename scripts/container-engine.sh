@@ -201,8 +201,10 @@ start_service() {
     mkdir -p "$(dirname "$SOCKET")"
     rm -f "$SOCKET"
     log "starting podman's Docker-API service at $SOCKET (log: $LOG_FILE)"
-    # setsid: the service must outlive this script and the shell that ran it.
-    setsid podman system service --time=0 "$(docker_host_url)" >>"$LOG_FILE" 2>&1 </dev/null &
+    # setsid: the service must outlive this script and the shell that ran it. From /: a
+    # service left in a checkout that is then deleted fails every container start after that
+    # ("write child: broken pipe", seen when CI's clone was replaced).
+    (cd / && exec setsid podman system service --time=0 "$(docker_host_url)" >>"$LOG_FILE" 2>&1 </dev/null) &
     echo $! >"$PID_FILE"
     local waited=0
     until podman_service_answers; do
