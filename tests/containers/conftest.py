@@ -30,7 +30,9 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def engine():
-    client = docker_client()
+    # Reads wait as long as a training container is silent (a first MLflow store's migrations
+    # took over 10 s on a fresh clone): no short client timeout.
+    client = docker_client(timeout_s=900)
     if client is None or not SAM.exists():
         reason = "no Docker API answers (scripts/container-engine.sh up)" if client is None else f"no {SAM}"
         if os.environ.get("REQUIRE_CONTAINERS") == "1":
