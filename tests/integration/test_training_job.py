@@ -193,6 +193,29 @@ def test_gate_keeps_the_champion_when_the_new_model_is_worse(trained):
     assert _mlflow(trained["state"]).get_model_version_by_alias("fraud-tabnet", "champion").version == alias_before
 
 
+def test_distilled_ensemble_publishes_the_student_and_its_teachers_record(trained):
+    s3, bucket = _s3(), trained["outputs"]["ArtifactsBucketName"]
+    rc = entrypoint.main(
+        ["--job-id", "distilled", *FAST, "--ensemble-size", "2", "--distill", "true",
+         "--distill-undersample-ratio", "none", "--distill-max-epochs", "5", "--baseline", "false"]
+    )  # fmt: skip
+    assert rc == 0
+    version = read_json(s3, bucket, "records/launches/distilled.json")["model_version"]
+    names = {key.rsplit("/", 1)[1] for key in list_keys(s3, bucket, f"models/{version}/")}
+    assert {"model.onnx", "explain.onnx", "tabnet.zip", "tabnet-1.zip", "tabnet-student.zip"} <= names
+    manifest = read_json(s3, bucket, bundle_key(version, "manifest.json"))
+    ensemble = manifest["ensemble"]
+    assert ensemble["members"] == 2 and ensemble["distilled"] is True
+    assert 1 <= ensemble["student_epochs"] <= 5 and ensemble["student_rows"] == manifest["split"]["train"]
+    teacher = ensemble["teacher_metrics"]
+    assert 0.0 <= teacher["auprc"] <= 1.0 and teacher["test_frauds"] == manifest["metrics"]["test_frauds"]
+    assert manifest["onnx"]["max_abs_diff"] <= 1e-5
+    client = _mlflow(trained["state"])
+    run = client.get_run(manifest["mlflow"]["run_id"])
+    assert run.data.metrics["teacher_test_auprc"] == pytest.approx(teacher["auprc"])
+    assert len(client.get_metric_history(run.info.run_id, "student_loss")) == ensemble["student_epochs"]
+
+
 def test_failure_leaves_the_champion_marks_the_record_and_frees_the_lock(trained):
     s3, bucket = _s3(), trained["outputs"]["ArtifactsBucketName"]
     before = _pointer_version(trained["outputs"])

@@ -1,11 +1,13 @@
 """A TabNet ensemble: members trained on their own undersampling draws, served as one graph
-whose probability is the members' mean (small synthetic data, a few epochs; no AWS)."""
+whose probability is the members' mean, or distilled into one network that is served instead
+(small synthetic data, a few epochs; no AWS)."""
 
 import zipfile
 
 import numpy as np
 import pytest
-from pytorch_tabnet.tab_model import TabNetClassifier
+from pytorch_tabnet.tab_model import TabNetClassifier, TabNetRegressor
+from scipy.special import expit
 
 from fraud_training import tabnet_model
 from fraud_training.config import PRESETS, TrainingConfig
@@ -20,7 +22,7 @@ from fraud_training.onnx_export import (
     torch_probabilities,
 )
 from fraud_training.prepare import prepare
-from fraudlib.layout import tabnet_member_filename
+from fraudlib.layout import TABNET_STUDENT_FILENAME, tabnet_member_filename
 from fraudlib.schema import FEATURE_COLUMNS
 from fraudlib.synthetic import generate_transactions
 
@@ -56,7 +58,7 @@ def test_ensemble_size_below_one_is_refused():
 @pytest.fixture(scope="module")
 def ensemble():
     config = TrainingConfig(seed=5).with_changes(
-        {**PRESETS["smoke"], "undersample_ratio": 0.1, "ensemble_size": 3, "max_epochs": 3}
+        {**PRESETS["smoke"], "undersample_ratio": 0.1, "ensemble_size": 3, "max_epochs": 3, "distill": False}
     )
     prepared = _prepared(config)
     return tabnet_model.train_tabnet(prepared, config), prepared
@@ -104,3 +106,88 @@ def test_every_member_is_saved_and_loads_back(ensemble, tmp_path):
         )
     history = model.epoch_history()
     assert {"loss", "val_auprc", "member1_loss", "member2_val_auprc"} <= set(history[0])
+
+
+@pytest.fixture(scope="module")
+def distilled():
+    config = TrainingConfig(seed=6).with_changes(
+        {
+            **PRESETS["smoke"],
+            "undersample_ratio": 0.1,
+            "ensemble_size": 3,
+            "max_epochs": 3,
+            "distill": True,
+            "distill_undersample_ratio": 0.1,
+            "distill_max_epochs": 40,
+            "distill_patience": 40,
+        }
+    )
+    prepared = _prepared(config)
+    return tabnet_model.train_tabnet(prepared, config), prepared
+
+
+def test_distilled_student_learns_the_members_mean_log_odds(distilled):
+    model, prepared = distilled
+    assert model.student is not None and len(model.members) == 3
+    frauds = int(prepared.every_train_y.sum())
+    assert model.student_rows == frauds + round(frauds / 0.1)  # every fraud and its own draw of the rest
+    teacher = tabnet_model.log_odds(model.teacher_fraud_proba(prepared.test_x))
+    student = model.student.predict(prepared.test_x)[:, 0]
+    # On rows it never saw, the student follows the teacher better than the best constant
+    # would (1,300 synthetic rows and 40 short epochs: far from a perfect copy).
+    assert np.mean((student - teacher) ** 2) < 0.9 * np.var(teacher)
+    assert np.corrcoef(student, teacher)[0, 1] > 0.4
+    losses = [row["student_loss"] for row in model.epoch_history() if "student_loss" in row]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_distilled_model_serves_the_student_alone(distilled):
+    model, prepared = distilled
+    graph, parity = export_served_graph(model.network, prepared.preprocessor.n_outputs, prepared.test_x)
+    served = onnx_probabilities(graph, prepared.test_x)
+    student = expit(torch_probabilities_of_log_odds(model.student.network, prepared.test_x))
+    assert parity["max_abs_diff"] <= PARITY_TOLERANCE
+    assert np.max(np.abs(served - student)) <= PARITY_TOLERANCE
+    assert np.max(np.abs(model.predict_fraud_proba(prepared.test_x) - student)) <= 1e-4
+    # Not the members' mean: the graph holds one network.
+    assert np.max(np.abs(served - model.teacher_fraud_proba(prepared.test_x))) > 1e-4
+
+    explain, worst, _ = export_explain_graph(
+        model.network, prepared.preprocessor.n_outputs, prepared.test_x[:200], Precision(parity["precision"])
+    )
+    own = torch_probabilities(explain_network(model.student.network, None), prepared.test_x[:200])
+    assert worst <= PARITY_TOLERANCE
+    np.testing.assert_allclose(onnx_probabilities(explain, prepared.test_x[:200]), own, atol=PARITY_TOLERANCE)
+
+
+def torch_probabilities_of_log_odds(network, inputs):
+    import torch
+
+    copy = __import__("copy").deepcopy(network).double().eval()
+    for module in copy.modules():  # plain tensor attributes (the group matrix) as well
+        for name, value in list(vars(module).items()):
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                setattr(module, name, value.double())
+    with torch.no_grad():
+        return copy(torch.from_numpy(inputs.astype(np.float64)))[0][:, 0].numpy()
+
+
+def test_distilled_bundle_keeps_members_and_student(distilled, tmp_path):
+    model, prepared = distilled
+    files = model.save(tmp_path)
+    assert sorted(files) == ["tabnet-1.zip", "tabnet-2.zip", TABNET_STUDENT_FILENAME, "tabnet.zip"]
+    path = tmp_path / "student-loaded.zip"
+    path.write_bytes(files[TABNET_STUDENT_FILENAME])
+    loaded = TabNetRegressor()
+    loaded.load_model(str(path))
+    np.testing.assert_allclose(
+        loaded.predict(prepared.test_x[:50]), model.student.predict(prepared.test_x[:50]), atol=1e-6
+    )
+    history = model.epoch_history()
+    assert {"loss", "member2_val_auprc", "student_loss", "student_val_auprc"} <= set(history[0])
+    assert model.student_epochs == len([row for row in history if "student_loss" in row])
+
+
+def test_log_odds_are_finite_at_probabilities_zero_and_one():
+    odds = tabnet_model.log_odds(np.array([0.0, 0.5, 1.0], dtype=np.float32))
+    np.testing.assert_allclose(odds, [-tabnet_model.LOG_ODDS_LIMIT, 0.0, tabnet_model.LOG_ODDS_LIMIT])

@@ -75,7 +75,17 @@ class TrainingConfig:
     drop_last: bool = True
     ensemble_size: int = 5
     """TabNet members trained (each its own seed and undersampling draw); the served graph
-    averages their probabilities."""
+    averages their probabilities, or, with ``distill``, one network learns their average."""
+    distill: bool = True
+    """With more than one member: serve one TabNet (same architecture) trained to reproduce
+    the members' mean log-odds of fraud (knowledge distillation), not the members
+    themselves: one network's latency at the ensemble's quality."""
+    distill_undersample_ratio: float | None = 0.005
+    """Rows the distilled network learns from: the training part undersampled to this
+    minority/majority ratio (1 fraud to 200; None = every training row). The teacher labels
+    them all, so the student sees four times the legitimate rows of any member."""
+    distill_max_epochs: int = 120
+    distill_patience: int = 20
     # evaluation and promotion
     threshold_policy: ThresholdPolicy = ThresholdPolicy.MAX_F1
     target_recall: float = 0.8
@@ -134,7 +144,7 @@ def _parse_value(name: str, raw: Any) -> Any:
         return None
     text = str(raw).strip()
     try:
-        if name == "undersample_ratio":
+        if name in ("undersample_ratio", "distill_undersample_ratio"):
             return None if text.lower() in ("", "none", "null") else float(text)
         if kind == "int":
             return int(text)

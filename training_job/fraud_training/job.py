@@ -203,6 +203,20 @@ def _log_run_inputs(
         tracker.log_json(report, "trigger/drift_report.json")
 
 
+def _teacher_metrics(
+    model: tabnet_model.TabNetEnsemble, prepared: PreparedData, config: TrainingConfig
+) -> dict[str, Any] | None:
+    """For a distilled model, what its teacher (the members' mean, torch) scored on the same
+    test rows, with its own threshold chosen on validation: the price or gain of
+    distillation, on record. None when not distilled."""
+    if model.student is None:
+        return None
+    threshold = choose_threshold(
+        prepared.val_y, model.teacher_fraud_proba(prepared.val_x), config.threshold_policy, config.target_recall
+    )
+    return evaluate(prepared.test_y, model.teacher_fraud_proba(prepared.test_x), threshold, 0, config.seed)
+
+
 def _baseline(
     config: TrainingConfig, tracker: RunTracker, arrays: tuple[np.ndarray, ...]
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -252,6 +266,9 @@ def _train_and_publish(
     threshold = choose_threshold(val_y, val_scores, config.threshold_policy, config.target_recall)
     metrics = evaluate(test_y, test_scores, threshold, config.bootstrap_rounds, config.seed)
     tracker.log_metrics(metrics, prefix="test_")
+    teacher_metrics = _teacher_metrics(model, prepared, config)
+    if teacher_metrics is not None:
+        tracker.log_metrics(teacher_metrics, prefix="teacher_test_")
 
     baseline_metrics, baseline_scores = _baseline(config, tracker, arrays) if config.baseline else (None, None)
 
@@ -282,7 +299,14 @@ def _train_and_publish(
         "metrics": metrics,
         "baseline_lightgbm_metrics": baseline_metrics,
         "feature_importances": importances,
-        "ensemble": {"members": len(model.members), "epochs": model.epochs},
+        "ensemble": {
+            "members": len(model.members),
+            "epochs": model.epochs,
+            "distilled": model.student is not None,
+            "student_epochs": model.student_epochs,
+            "student_rows": model.student_rows,
+            "teacher_metrics": teacher_metrics,
+        },
         "onnx": parity,
         "gate": {
             "promoted": decision.promote,

@@ -39,6 +39,8 @@ MANIFEST_FILENAME = "manifest.json"
 ONNX_FILENAME = "model.onnx"
 EXPLAIN_ONNX_FILENAME = "explain.onnx"
 TABNET_FILENAME = "tabnet.zip"
+TABNET_STUDENT_FILENAME = "tabnet-student.zip"
+"""TabNet's own save of the distilled network (the one served) when the ensemble was distilled."""
 PREPROCESSING_FILENAME = "preprocessing.json"
 BASE_DATASET_KEY = "datasets/base/base.csv.gz"
 BATCH_SUFFIXES = (".csv", ".csv.gz")
