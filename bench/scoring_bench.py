@@ -64,7 +64,8 @@ event = json.loads(open({event_path!r}).read())
 response = app.lambda_handler(event, __import__("devstack.poller", fromlist=["x"]).LambdaContext(function_name="bench"))
 elapsed = time.perf_counter() - started
 assert response["statusCode"] == 200, response
-print(json.dumps({{"cold_start_s": elapsed, "imported_torch": "torch" in sys.modules}}))
+print(json.dumps({{"cold_start_s": elapsed, "imported_torch": "torch" in sys.modules,
+                  "imported_openapi_models": "aws_lambda_powertools.event_handler.openapi.models" in sys.modules}}))
 """
 
 _LOAD_CLIENT = """
@@ -95,10 +96,10 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def train_small_bundle(outputs: dict[str, str], workdir: Path, ensemble_size: int) -> None:
+def train_small_bundle(outputs: dict[str, str], workdir: Path, ensemble_size: int, distill: bool) -> None:
     """A bundle from the training job itself (project default architecture and, unless told
-    otherwise, its ensemble size; a few epochs on synthetic data): what is benchmarked is the
-    served graph's size, not its quality."""
+    otherwise, its ensemble size and distillation; a few epochs on synthetic data): what is
+    benchmarked is the served graph's size, not its quality."""
     import entrypoint
 
     data = workdir / "train.csv"
@@ -110,7 +111,7 @@ def train_small_bundle(outputs: dict[str, str], workdir: Path, ensemble_size: in
     )
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     args = ["--data", str(data), "--job-id", "bench", "--preset", "smoke", "--max-epochs", "5", "--baseline", "false"]
-    args += ["--ensemble-size", str(ensemble_size)]
+    args += ["--ensemble-size", str(ensemble_size), "--distill", str(distill).lower(), "--distill-max-epochs", "5"]
     if entrypoint.main(args) != 0:
         raise SystemExit("training the benchmark bundle failed")
 
@@ -230,6 +231,8 @@ def print_table(figures: dict, cold: list[float], colds: list[dict], http: dict,
          f"{figures['http_rps']} req/s ({http['requests']} requests, {http['errors']} errors)", ""),
         ("scoring image requirements include torch", str(figures["image_has_torch"]), "false"),
         ("torch imported by the cold start", str(any(c["imported_torch"] for c in colds)), "false"),
+        ("OpenAPI model classes imported by the cold start (only /swagger, /openapi.json need them)",
+         str(any(c["imported_openapi_models"] for c in colds)), "false"),
     ]  # fmt: skip
     print()
     print("| measure | figure | target |")
@@ -238,7 +241,7 @@ def print_table(figures: dict, cold: list[float], colds: list[dict], http: dict,
         print("| " + " | ".join(row) + " |")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle-dir", type=Path, help="a bundle's files (default: train a small one)")
     parser.add_argument("--calls", type=int, default=1000, help="handler calls per body (default 1000)")
@@ -251,7 +254,18 @@ def main(argv: list[str] | None = None) -> int:
         default=TrainingConfig().ensemble_size,
         help="members of the trained bundle (default: the training job's default)",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--distill",
+        choices=("true", "false"),
+        default=str(TrainingConfig().distill).lower(),
+        help="serve one network distilled from the members (true, the job's default) or the members' mean",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    distill = args.distill == "true" and args.ensemble_size > 1
 
     from moto.server import ThreadedMotoServer
 
@@ -273,10 +287,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.bundle_dir:
                 version = publish_bundle_dir(outputs, args.bundle_dir)
             else:
+                served = "one network distilled from them" if distill else "served as their mean"
                 print(
-                    f"training a small bundle ({args.ensemble_size} members, 5 epochs, synthetic data) ...", flush=True
+                    f"training a small bundle ({args.ensemble_size} members, {served}; 5 epochs, synthetic data) ...",
+                    flush=True,
                 )
-                train_small_bundle(outputs, Path(tmp), args.ensemble_size)
+                train_small_bundle(outputs, Path(tmp), args.ensemble_size, distill)
                 version = None
         env = {
             **resolved.function_environment("ScoringFunction"),

@@ -242,8 +242,12 @@ def test_openapi_document_and_swagger_ui(load_scoring):
     assert "/health" in document["paths"]
     schemas = json.dumps(document["components"]["schemas"])
     assert '"examples"' in schemas and "V28" in schemas
-    status, html = call(app, request("GET", "/swagger"))
-    assert status == 200 and "swagger-ui" in html.lower()
+    response = app.lambda_handler(request("GET", "/swagger"), LambdaContext(function_name="ScoringFunction"))
+    html = response["body"]
+    assert response["statusCode"] == 200 and response["multiValueHeaders"]["Content-Type"] == ["text/html"]
+    assert "SwaggerUIBundle" in html and '"/predict"' in html  # the UI, and this API's document inlined
+    assert "</script" not in html.split("SwaggerUIBundle(")[-1].split("</script>")[0]  # document cannot end it
+    assert call(app, request("GET", "/swagger", query={"format": "json"})) == (200, document)
 
 
 def test_new_champion_is_picked_up_after_the_check_interval(
