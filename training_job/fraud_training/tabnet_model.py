@@ -274,21 +274,42 @@ def distil(teacher: TabNetEnsemble, prepared: PreparedData, config: TrainingConf
     target = log_odds(teacher.teacher_fraud_proba(rows_x))
     log.info("distilling %d members into one network on %s rows", len(teacher.members), f"{len(rows_y):,}")
     torch.manual_seed(seed)
-    student = TabNetRegressor(**_network_parameters(config, seed))
-    student.fit(
-        rows_x,
-        target[:, None].astype(np.float32),
-        eval_set=[(prepared.val_x, prepared.val_y[:, None].astype(np.float32))],
-        eval_name=[VALIDATION_NAME],
-        eval_metric=[LogOddsAUPRC],
+    student = _fit(
+        TabNetRegressor(**_network_parameters(config, seed)),
+        (rows_x, target[:, None].astype(np.float32)),
+        (prepared.val_x, prepared.val_y[:, None].astype(np.float32)),
+        LogOddsAUPRC,
         max_epochs=config.distill_max_epochs,
         patience=config.distill_patience,
+        config=config,
+    )
+    return student, int(rows_x.shape[0])
+
+
+def _fit(
+    model: Any,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    metric: type[Metric],
+    *,
+    max_epochs: int,
+    patience: int,
+    config: TrainingConfig,
+) -> Any:
+    """``model.fit`` early-stopped on ``metric`` over the validation part, with progress."""
+    model.fit(
+        *train,
+        eval_set=[validation],
+        eval_name=[VALIDATION_NAME],
+        eval_metric=[metric],
+        max_epochs=max_epochs,
+        patience=patience,
         batch_size=config.batch_size,
         virtual_batch_size=config.virtual_batch_size,
         drop_last=config.drop_last,
-        callbacks=[ProgressLog(config.distill_max_epochs, STUDENT_METRIC)],
+        callbacks=[ProgressLog(max_epochs, metric()._name)],
     )
-    return student, int(rows_x.shape[0])
+    return model
 
 
 def _network_parameters(config: TrainingConfig, seed: int) -> dict[str, Any]:
@@ -312,21 +333,15 @@ def _train_member(
 ) -> TabNetClassifier:
     check_batches(train_x.shape[0], config)
     torch.manual_seed(seed)
-    model = TabNetClassifier(**_network_parameters(config, seed))
-    model.fit(
-        train_x,
-        train_y,
-        eval_set=[(val_x, val_y)],
-        eval_name=[VALIDATION_NAME],
-        eval_metric=[AUPRC],
+    return _fit(
+        TabNetClassifier(**_network_parameters(config, seed)),
+        (train_x, train_y),
+        (val_x, val_y),
+        AUPRC,
         max_epochs=config.max_epochs,
         patience=config.patience,
-        batch_size=config.batch_size,
-        virtual_batch_size=config.virtual_batch_size,
-        drop_last=config.drop_last,
-        callbacks=[ProgressLog(config.max_epochs)],
+        config=config,
     )
-    return model
 
 
 def epoch_history(model: TabNetClassifier | TabNetRegressor, metric: str = MEMBER_METRIC) -> list[dict[str, float]]:
