@@ -22,6 +22,7 @@ that object to a file (``bench/results/train_quality.json`` is the committed run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from fraud_training import baseline, tabnet_model
-from fraud_training.config import PRESETS, SplitMode, TrainingConfig
+from fraud_training.config import PRESETS, SplitMode, TrainingConfig, parse_settings
 from fraud_training.data import drop_duplicates
 from fraud_training.evaluation import choose_threshold, evaluate
 from fraud_training.onnx_export import export_served_graph, onnx_probabilities
@@ -64,10 +65,16 @@ def load(path: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
     return batch.features, batch.labels, str(path)
 
 
-def recipe_config(recipe: str, split: SplitMode, seed: int, max_epochs: int | None) -> TrainingConfig:
+def recipe_config(
+    recipe: str, split: SplitMode, seed: int, max_epochs: int | None, default_changes: dict[str, Any] | None = None
+) -> TrainingConfig:
+    """The recipe's training settings for one split; ``default_changes`` (``--set``) alter the
+    default recipe only, so a lever can be screened against the seed preset and the trees."""
     config = TrainingConfig(split=split, seed=seed)
     if recipe != "default":
         config = config.with_changes(PRESETS[recipe])
+    elif default_changes:
+        config = config.with_changes(default_changes)
     if max_epochs:
         config = config.with_changes({"max_epochs": max_epochs})
     return config
@@ -93,7 +100,7 @@ def score_tabnet(prepared: PreparedData, config: TrainingConfig, name: str) -> d
     served, teacher_scores = teacher, None
     if config.distill and len(teacher.members) > 1:
         student, rows = tabnet_model.distil(teacher, prepared, config)
-        served = tabnet_model.TabNetEnsemble(teacher.members, student, rows)
+        served = dataclasses.replace(teacher, student=student, student_rows=rows)
         teacher_scores = {
             **_served_scores(teacher, prepared, config),
             "train_s": teacher_s,
@@ -161,11 +168,12 @@ def run_split(
     recipes: list[str],
     trees: list[str],
     max_epochs: int | None,
+    default_changes: dict[str, Any] | None = None,
 ) -> dict[str, Scores]:
     """Every model on one split: ``{"TabNet (recipe)": scores, "XGBoost": scores, ...}``."""
     results: dict[str, Scores] = {}
     for recipe in recipes:
-        config = recipe_config(recipe, split, seed, max_epochs)
+        config = recipe_config(recipe, split, seed, max_epochs, default_changes)
         results.update(score_tabnet(prepare(features, labels, config), config, f"TabNet ({recipe})"))
     every_row_config = TrainingConfig(split=split, seed=seed, undersample_ratio=None)
     every_row = prepare(features, labels, every_row_config)
@@ -205,7 +213,7 @@ def one_line(split: SplitMode, seed: int, results: dict[str, Scores]) -> str:
     return f"  {split.value} seed {seed}: " + "; ".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="the real creditcard.csv (default: synthetic)")
     parser.add_argument("--seeds", type=int, default=5, help="stratified repetitions (default 5)")
@@ -213,8 +221,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trees", default=",".join(TREES), help="tree baselines, comma separated")
     parser.add_argument("--no-time-split", action="store_true", help="skip the time-ordered split")
     parser.add_argument("--max-epochs", type=int, help="override (for a quicker, rougher run)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a setting of the default recipe (a lever to screen), e.g. --set pretrain_max_epochs=10",
+    )
+    parser.add_argument("--first-seed", type=int, default=1, help="seed of the first stratified split (default 1)")
     parser.add_argument("--output", type=Path, help="also write the last line's JSON here")
     parser.add_argument("--progress", action="store_true", help="log every TabNet epoch")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     if args.progress:
@@ -226,14 +247,20 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if unknown or "default" not in recipes:
         parser.error(f"unknown recipes or trees: {unknown}" if unknown else "--recipes must include default")
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes NAME=VALUE")
+    default_changes = parse_settings(dict(item.split("=", 1) for item in args.set), "--set")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
 
     features, labels, source = load(args.data)
     features, labels, duplicates = drop_duplicates(features, labels)
     print(f"data: {source}; {len(labels):,} rows after dropping {duplicates:,} duplicates; {int(labels.sum())} frauds")
-    print(f"recipes: {', '.join(recipes)}; trees: {', '.join(trees)}; stratified seeds 1..{args.seeds}", flush=True)
+    print(f"recipes: {', '.join(recipes)}; trees: {', '.join(trees)}; stratified seeds {seeds[0]}..{seeds[-1]}")
+    if default_changes:
+        print(f"default recipe changed: {default_changes}", flush=True)
     started = time.perf_counter()
     stratified = []
-    for seed in range(1, args.seeds + 1):
+    for seed in seeds:
         stratified.append(
             run_split(
                 features,
@@ -243,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 recipes=recipes,
                 trees=trees,
                 max_epochs=args.max_epochs,
+                default_changes=default_changes,
             )
         )
         print(one_line(SplitMode.STRATIFIED, seed, stratified[-1]), flush=True)
@@ -260,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             recipes=["default"],
             trees=[name for name in trees if name == "LightGBM"],
             max_epochs=args.max_epochs,
+            default_changes=default_changes,
         )
         print(one_line(SplitMode.TIME, 1, time_split))
         print("\nTime-ordered 60/20/20 (train on the past, test on the last 20 % by Time):\n")
@@ -285,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         "lightgbm_auprc_mean": mean("LightGBM", "auprc"),
         "time_split_lightgbm_auprc": on_time_split("LightGBM"),
         "seeds": args.seeds,
+        "first_seed": args.first_seed,
+        "default_recipe_changes": default_changes or None,
         "data": source,
         "wall_s": round(time.perf_counter() - started, 1),
     }

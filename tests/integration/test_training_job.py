@@ -193,11 +193,12 @@ def test_gate_keeps_the_champion_when_the_new_model_is_worse(trained):
     assert _mlflow(trained["state"]).get_model_version_by_alias("fraud-tabnet", "champion").version == alias_before
 
 
-def test_distilled_ensemble_publishes_the_student_and_its_teachers_record(trained):
+def test_pretrained_distilled_ensemble_publishes_the_student_and_its_teachers_record(trained):
     s3, bucket = _s3(), trained["outputs"]["ArtifactsBucketName"]
     rc = entrypoint.main(
         ["--job-id", "distilled", *FAST, "--ensemble-size", "2", "--distill", "true",
-         "--distill-undersample-ratio", "none", "--distill-max-epochs", "5", "--baseline", "false"]
+         "--distill-undersample-ratio", "none", "--distill-max-epochs", "5", "--baseline", "false",
+         "--pretrain-max-epochs", "2"]
     )  # fmt: skip
     assert rc == 0
     version = read_json(s3, bucket, "records/launches/distilled.json")["model_version"]
@@ -214,6 +215,10 @@ def test_distilled_ensemble_publishes_the_student_and_its_teachers_record(traine
     run = client.get_run(manifest["mlflow"]["run_id"])
     assert run.data.metrics["teacher_test_auprc"] == pytest.approx(teacher["auprc"])
     assert len(client.get_metric_history(run.info.run_id, "student_loss")) == ensemble["student_epochs"]
+    # Self-supervised pretraining on every training row (as many as the student's, none left out).
+    pretraining = ensemble["pretraining"]
+    assert pretraining["rows"] == ensemble["student_rows"] and pretraining["epochs"] == 2
+    assert run.data.metrics["pretraining_best_validation_loss"] == pytest.approx(pretraining["best_validation_loss"])
 
 
 def test_failure_leaves_the_champion_marks_the_record_and_frees_the_lock(trained):

@@ -2,6 +2,7 @@
 whose probability is the members' mean, or distilled into one network that is served instead
 (small synthetic data, a few epochs; no AWS)."""
 
+import dataclasses
 import zipfile
 
 import numpy as np
@@ -191,3 +192,70 @@ def test_distilled_bundle_keeps_members_and_student(distilled, tmp_path):
 def test_log_odds_are_finite_at_probabilities_zero_and_one():
     odds = tabnet_model.log_odds(np.array([0.0, 0.5, 1.0], dtype=np.float32))
     np.testing.assert_allclose(odds, [-tabnet_model.LOG_ODDS_LIMIT, 0.0, tabnet_model.LOG_ODDS_LIMIT])
+
+
+def _encoder_parameters(network):
+    """The TabNet encoder's trainable weights by the pretrainer's names (a classifier's and a
+    regressor's sit under ``tabnet.``, the pretrainer's not); batch-norm statistics excluded."""
+    names = {}
+    for name, value in network.named_parameters():
+        if name.startswith("tabnet.encoder."):
+            names[name.removeprefix("tabnet.")] = value.detach().numpy().copy()
+        elif name.startswith("encoder."):
+            names[name] = value.detach().numpy().copy()
+    return names
+
+
+def test_every_network_starts_from_the_pretrained_encoder():
+    # Learning rate 0: fine-tuning changes no weight, so each member and the student must still
+    # hold exactly the pretrainer's encoder weights. Without pretraining they would hold their
+    # own seeds' random initialisation.
+    config = TrainingConfig(seed=8).with_changes(
+        {
+            **PRESETS["smoke"],
+            "undersample_ratio": 0.1,
+            "ensemble_size": 2,
+            "max_epochs": 1,
+            "distill_undersample_ratio": 0.1,
+            "distill_max_epochs": 1,
+            "learning_rate": 0.0,
+            "pretrain_max_epochs": 1,
+        }
+    )
+    prepared = _prepared(config)
+    model = tabnet_model.train_tabnet(prepared, config)
+    pretrained = _encoder_parameters(model.pretrainer.network)
+    assert len(pretrained) > 10
+    for network in [member.network for member in model.members] + [model.student.network]:
+        own = _encoder_parameters(network)
+        assert own.keys() == pretrained.keys()
+        for name, weights in pretrained.items():
+            np.testing.assert_array_equal(own[name], weights, err_msg=name)
+    unpretrained = tabnet_model.train_tabnet(prepared, config.with_changes({"pretrain_max_epochs": 0}))
+    assert unpretrained.pretraining is None and unpretrained.pretrainer is None
+    differs = _encoder_parameters(unpretrained.members[1].network)
+    assert any(not np.array_equal(differs[name], weights) for name, weights in pretrained.items())
+
+
+def test_pretraining_learns_from_every_training_row_without_labels():
+    config = TrainingConfig(seed=9).with_changes(
+        {**PRESETS["smoke"], "undersample_ratio": 0.1, "pretrain_max_epochs": 8, "pretrain_patience": 8}
+    )
+    prepared = _prepared(config)
+    pretrainer, summary = tabnet_model.pretrain(prepared, config)
+    # Every training row, not the undersampled draw the members learn from.
+    assert summary.rows == len(prepared.every_train_y) > 2 * len(prepared.train_y)
+    assert summary.epochs == 8 and summary.seconds > 0
+    losses = pretrainer.history.history[f"{tabnet_model.VALIDATION_NAME}_{tabnet_model.PRETRAINER_METRIC}"]
+    assert summary.best_validation_loss == min(losses) < losses[0]
+    # The labels play no part: the same rows with the labels flipped pretrain the same weights.
+    flipped = dataclasses.replace(prepared, every_train_y=1 - prepared.every_train_y)
+    again, _ = tabnet_model.pretrain(flipped, config)
+    np.testing.assert_array_equal(again.history.history["loss"], pretrainer.history.history["loss"])
+    assert tabnet_model.pretrain(prepared, config.with_changes({"pretrain_max_epochs": 0})) == (None, None)
+
+
+def test_pretraining_ratio_outside_zero_to_one_is_refused():
+    config = TrainingConfig().with_changes({**PRESETS["smoke"], "pretrain_max_epochs": 1, "pretraining_ratio": 1.0})
+    with pytest.raises(tabnet_model.TrainingDataError, match=r"pretraining_ratio=1\.0"):
+        tabnet_model.pretrain(_prepared(config), config)

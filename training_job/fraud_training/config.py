@@ -86,6 +86,13 @@ class TrainingConfig:
     them all, so the student sees four times the legitimate rows of any member."""
     distill_max_epochs: int = 120
     distill_patience: int = 20
+    pretrain_max_epochs: int = 0
+    """TabNet's self-supervised pretraining before the members (0 = none): at most this many
+    epochs on every training row, labels unused; the members and the distilled network
+    start from its encoder."""
+    pretrain_patience: int = 5
+    pretraining_ratio: float = 0.5
+    """Share of each row's features hidden for the pretrainer to rebuild (TabNet's name)."""
     # evaluation and promotion
     threshold_policy: ThresholdPolicy = ThresholdPolicy.MAX_F1
     target_recall: float = 0.8
@@ -167,7 +174,9 @@ def _parse_value(name: str, raw: Any) -> Any:
         raise ConfigError(f"setting {name}={text!r} is not a valid {kind}") from exc
 
 
-def _normalise(raw: Mapping[str, Any], source: str, shown_prefix: str = "") -> dict[str, Any]:
+def parse_settings(raw: Mapping[str, Any], source: str, shown_prefix: str = "") -> dict[str, Any]:
+    """Settings by any of their spellings (``max-epochs``, ``MAX_EPOCHS``) as typed values;
+    ConfigError names an unknown one or a bad value."""
     changes: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.replace("-", "_").lower()
@@ -231,7 +240,7 @@ def load_config(
         ("the environment", from_env, "TRAIN_"),
         ("the command line", from_cli, "--"),
     ):
-        config = config.with_changes(_normalise(raw, source, prefix))
+        config = config.with_changes(parse_settings(raw, source, prefix))
     if "job_id" not in from_cli and not config.job_id and env.get("TRAINING_JOB_ID"):
         config = config.with_changes({"job_id": env["TRAINING_JOB_ID"]})
     return config

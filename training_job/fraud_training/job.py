@@ -253,6 +253,9 @@ def _train_and_publish(
     )
     model = tabnet_model.train_tabnet(prepared, config)
     tracker.log_history(model.epoch_history())
+    pretraining = model.pretraining.as_dict() if model.pretraining is not None else None
+    if pretraining is not None:
+        tracker.log_metrics(pretraining, prefix="pretraining_")
     # Export first, prove the graph equals the network, then evaluate what will be served.
     onnx_bytes, parity = export_served_graph(model.network, preprocessor.n_outputs, test_x)
     test_scores = onnx_probabilities(onnx_bytes, test_x)
@@ -306,6 +309,7 @@ def _train_and_publish(
             "student_epochs": model.student_epochs,
             "student_rows": model.student_rows,
             "teacher_metrics": teacher_metrics,
+            "pretraining": pretraining,
         },
         "onnx": parity,
         "gate": {

@@ -20,9 +20,10 @@ near-zero targets hardly sees.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from pytorch_tabnet.callbacks import Callback
 from pytorch_tabnet.metrics import Metric
+from pytorch_tabnet.pretraining import TabNetPretrainer
 from pytorch_tabnet.tab_model import TabNetClassifier, TabNetRegressor
 from scipy.special import expit
 from sklearn.metrics import average_precision_score
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 VALIDATION_NAME = "val"
 MEMBER_METRIC = "auprc"
 STUDENT_METRIC = "auprc_of_log_odds"
+PRETRAINER_METRIC = "unsup_loss_numpy"
+"""pytorch-tabnet's name for the pretrainer's validation reconstruction loss (lower is better)."""
 LOG_ODDS_LIMIT = 15.0
 """The teacher's log-odds are clipped to +-15 (probabilities 3e-7 .. 1 - 3e-7): its float32
 probabilities round to exactly 0 or 1 beyond that, which would be an infinite target."""
@@ -79,12 +83,14 @@ class LogOddsAUPRC(Metric):
 class ProgressLog(Callback):
     """One log line per epoch: loss, validation AUPRC, best so far, elapsed and ETA."""
 
-    def __init__(self, max_epochs: int, metric: str = MEMBER_METRIC) -> None:
+    def __init__(self, max_epochs: int, metric: str = MEMBER_METRIC, *, maximize: bool = True) -> None:
         super().__init__()
         self.max_epochs = max_epochs
         self.metric = metric
+        self.shown_name = "val_auprc" if maximize else "val_reconstruction_loss"
+        self.best_of = max if maximize else min
         self.started = 0.0
-        self.best = -np.inf
+        self.best = -np.inf if maximize else np.inf
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.started = time.monotonic()
@@ -92,14 +98,15 @@ class ProgressLog(Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         metric = float(logs.get(f"{VALIDATION_NAME}_{self.metric}", float("nan")))
-        self.best = max(self.best, metric)
+        self.best = self.best_of(self.best, metric)
         elapsed = time.monotonic() - self.started
         eta = elapsed / (epoch + 1) * (self.max_epochs - epoch - 1)
         log.info(
-            "epoch %d/%d  loss %.5f  val_auprc %.4f  best %.4f  elapsed %.0fs  eta <= %.0fs",
+            "epoch %d/%d  loss %.5f  %s %.4f  best %.4f  elapsed %.0fs  eta <= %.0fs",
             epoch + 1,
             self.max_epochs,
             float(logs.get("loss", float("nan"))),
+            self.shown_name,
             metric,
             self.best,
             elapsed,
@@ -165,6 +172,25 @@ class DistilledNetwork(torch.nn.Module):
 
 
 @dataclass(frozen=True)
+class PretrainingSummary:
+    """The self-supervised pretraining every network started from (not saved in the bundle:
+    serving needs only the fine-tuned networks)."""
+
+    rows: int
+    epochs: int
+    best_validation_loss: float
+    seconds: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "rows": self.rows,
+            "epochs": self.epochs,
+            "best_validation_loss": self.best_validation_loss,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass(frozen=True)
 class TabNetEnsemble:
     """The trained TabNet members (one, for the ``seed`` and ``smoke`` presets) and, when
     they were distilled, the student network that is served in their place."""
@@ -172,6 +198,10 @@ class TabNetEnsemble:
     members: tuple[TabNetClassifier, ...]
     student: TabNetRegressor | None = None
     student_rows: int = 0
+    pretraining: PretrainingSummary | None = None
+    """What self-supervised pretraining did, when the networks started from it."""
+    pretrainer: TabNetPretrainer | None = field(default=None, repr=False)
+    """The pretrained encoder itself, in memory only, for :func:`distil` to start from."""
 
     @property
     def network(self) -> torch.nn.Module:
@@ -241,19 +271,71 @@ def train_tabnet(prepared: PreparedData, config: TrainingConfig) -> TabNetEnsemb
     network (:func:`distil`)."""
     if config.ensemble_size < 1:
         raise TrainingDataError(f"ensemble_size={config.ensemble_size} must be at least 1")
+    pretrainer, pretraining = pretrain(prepared, config)
     members = []
     for index in range(config.ensemble_size):
         train_x, train_y = prepared.member_training_set(index)
         if config.ensemble_size > 1:
             log.info("ensemble member %d/%d on %s rows", index + 1, config.ensemble_size, f"{len(train_y):,}")
         members.append(
-            _train_member(train_x, train_y, prepared.val_x, prepared.val_y, config=config, seed=config.seed + index)
+            _train_member(
+                train_x,
+                train_y,
+                prepared.val_x,
+                prepared.val_y,
+                config=config,
+                seed=config.seed + index,
+                from_unsupervised=pretrainer,
+            )
         )
-    ensemble = TabNetEnsemble(tuple(members))
+    ensemble = TabNetEnsemble(tuple(members), pretraining=pretraining, pretrainer=pretrainer)
     if config.distill and len(members) > 1:
         student, rows = distil(ensemble, prepared, config)
-        ensemble = TabNetEnsemble(ensemble.members, student, rows)
+        ensemble = dataclasses.replace(ensemble, student=student, student_rows=rows)
     return ensemble
+
+
+def pretrain(
+    prepared: PreparedData, config: TrainingConfig
+) -> tuple[TabNetPretrainer | None, PretrainingSummary | None]:
+    """TabNet's self-supervised pretraining (``config.pretrain_max_epochs`` > 0): the encoder
+    learns to rebuild a random ``config.pretraining_ratio`` of each row's features from the
+    others, on every row of the training part with its labels unused (so the legitimate
+    rows that undersampling leaves out of every member still shape the encoder), early-stopped
+    on the validation rows' reconstruction loss. Every member, and the distilled network,
+    then starts from its weights. (None, None) when pretraining is off."""
+    if config.pretrain_max_epochs <= 0:
+        return None, None
+    if not 0.0 < config.pretraining_ratio < 1.0:
+        raise TrainingDataError(
+            f"pretraining_ratio={config.pretraining_ratio} must lie between 0 and 1 (the share of features hidden)"
+        )
+    rows = prepared.every_train_x
+    check_batches(rows.shape[0], config)
+    log.info("self-supervised pretraining on %s rows (labels unused)", f"{rows.shape[0]:,}")
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    pretrainer = TabNetPretrainer(**_network_parameters(config, config.seed))
+    pretrainer.fit(
+        rows,
+        eval_set=[prepared.val_x],
+        eval_name=[VALIDATION_NAME],
+        pretraining_ratio=config.pretraining_ratio,
+        max_epochs=config.pretrain_max_epochs,
+        patience=config.pretrain_patience,
+        batch_size=config.batch_size,
+        virtual_batch_size=config.virtual_batch_size,
+        drop_last=config.drop_last,
+        callbacks=[ProgressLog(config.pretrain_max_epochs, PRETRAINER_METRIC, maximize=False)],
+    )
+    losses = pretrainer.history.history.get(f"{VALIDATION_NAME}_{PRETRAINER_METRIC}", [])
+    summary = PretrainingSummary(
+        rows=int(rows.shape[0]),
+        epochs=len(losses),
+        best_validation_loss=float(min(losses)) if losses else float("nan"),
+        seconds=time.monotonic() - started,
+    )
+    return pretrainer, summary
 
 
 def log_odds(probabilities: np.ndarray) -> np.ndarray:
@@ -267,7 +349,8 @@ def distil(teacher: TabNetEnsemble, prepared: PreparedData, config: TrainingConf
     """One TabNet of the members' architecture trained, by squared error, to output the
     members' mean log-odds of fraud on the training part (every row, or a draw at
     ``config.distill_undersample_ratio``); early-stopped on validation AUPRC against the
-    true labels. Returns the network and how many rows it learned from."""
+    true labels; started from the members' pretrained encoder when they had one. Returns the network
+    and how many rows it learned from."""
     seed = config.seed + len(teacher.members)  # the next seed after the members'
     rows_x, rows_y = undersample(prepared.every_train_x, prepared.every_train_y, config.distill_undersample_ratio, seed)
     check_batches(rows_x.shape[0], config)
@@ -282,6 +365,7 @@ def distil(teacher: TabNetEnsemble, prepared: PreparedData, config: TrainingConf
         max_epochs=config.distill_max_epochs,
         patience=config.distill_patience,
         config=config,
+        from_unsupervised=teacher.pretrainer,
     )
     return student, int(rows_x.shape[0])
 
@@ -295,8 +379,10 @@ def _fit(
     max_epochs: int,
     patience: int,
     config: TrainingConfig,
+    from_unsupervised: TabNetPretrainer | None = None,
 ) -> Any:
-    """``model.fit`` early-stopped on ``metric`` over the validation part, with progress."""
+    """``model.fit`` early-stopped on ``metric`` over the validation part, with progress;
+    from the pretrained encoder's weights when ``from_unsupervised`` is given."""
     model.fit(
         *train,
         eval_set=[validation],
@@ -308,6 +394,7 @@ def _fit(
         virtual_batch_size=config.virtual_batch_size,
         drop_last=config.drop_last,
         callbacks=[ProgressLog(max_epochs, metric()._name)],
+        from_unsupervised=from_unsupervised,
     )
     return model
 
@@ -329,7 +416,14 @@ def _network_parameters(config: TrainingConfig, seed: int) -> dict[str, Any]:
 
 
 def _train_member(
-    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *, config: TrainingConfig, seed: int
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    *,
+    config: TrainingConfig,
+    seed: int,
+    from_unsupervised: TabNetPretrainer | None,
 ) -> TabNetClassifier:
     check_batches(train_x.shape[0], config)
     torch.manual_seed(seed)
@@ -341,6 +435,7 @@ def _train_member(
         max_epochs=config.max_epochs,
         patience=config.patience,
         config=config,
+        from_unsupervised=from_unsupervised,
     )
 
 
