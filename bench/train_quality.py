@@ -44,8 +44,8 @@ from fraudlib.batch import BatchLimits, read_batch
 from fraudlib.schema import FEATURE_COLUMNS
 from fraudlib.synthetic import generate_transactions
 
-METRICS = ("roc_auc", "auprc", "precision_at_80_recall", "recall_at_1pct_fpr", "train_s")
-HEADERS = ("model", "ROC-AUC", "AUPRC", "precision@80% recall", "recall@1% FPR", "train s")
+METRICS = ("roc_auc", "auprc", "precision_at_80_recall", "recall_at_1pct_fpr", "brier_score", "train_s")
+HEADERS = ("model", "ROC-AUC", "AUPRC", "precision@80% recall", "recall@1% FPR", "Brier ×10⁴", "train s")
 RECIPES = ("seed", "default")
 TEACHER_SUFFIX = ", its members' mean"
 XGBOOST_ROUNDS = 2000
@@ -86,7 +86,12 @@ def _served_scores(model: tabnet_model.TabNetEnsemble, prepared: PreparedData, c
     threshold = choose_threshold(
         prepared.val_y, onnx_probabilities(onnx_bytes, prepared.val_x), config.threshold_policy, config.target_recall
     )
-    return evaluate(prepared.test_y, onnx_probabilities(onnx_bytes, prepared.test_x), threshold, 0, config.seed)
+    scores = evaluate(prepared.test_y, onnx_probabilities(onnx_bytes, prepared.test_x), threshold, 0, config.seed)
+    # The same network without its calibration, for the record of what calibration changed.
+    raw = dataclasses.replace(model, calibration=None).predict_fraud_proba(prepared.test_x)
+    scores["brier_score_uncalibrated"] = float(np.mean((raw - prepared.test_y) ** 2))
+    scores["mean_fraud_probability_uncalibrated"] = float(np.mean(raw))
+    return scores
 
 
 def score_tabnet(prepared: PreparedData, config: TrainingConfig, name: str) -> dict[str, Scores]:
@@ -101,6 +106,8 @@ def score_tabnet(prepared: PreparedData, config: TrainingConfig, name: str) -> d
     if config.distill and len(teacher.members) > 1:
         student, rows = tabnet_model.distil(teacher, prepared, config)
         served = dataclasses.replace(teacher, student=student, student_rows=rows)
+        if config.calibrate:  # the teacher's calibration was fitted to the members' mean
+            served = tabnet_model.calibrate(served, prepared)
         teacher_scores = {
             **_served_scores(teacher, prepared, config),
             "train_s": teacher_s,
@@ -193,11 +200,31 @@ def summarise(runs: list[dict[str, Scores]]) -> dict[str, dict[str, tuple[float,
     return summary
 
 
+def calibration_summary(runs: list[dict[str, Scores]], model: str) -> dict[str, float]:
+    """Mean over the runs of what calibration changed for ``model``: Brier score and mean
+    probability, served (calibrated) and without the calibration, beside the fraud rate."""
+
+    def mean_of(metric: str) -> float:
+        return round(statistics.fmean(run[model][metric] for run in runs), 7)
+
+    return {
+        "tabnet_brier_mean": mean_of("brier_score"),
+        "tabnet_brier_uncalibrated_mean": mean_of("brier_score_uncalibrated"),
+        "tabnet_mean_probability_mean": mean_of("mean_fraud_probability"),
+        "tabnet_mean_probability_uncalibrated_mean": mean_of("mean_fraud_probability_uncalibrated"),
+        "test_fraud_rate_mean": mean_of("fraud_rate"),
+    }
+
+
 def markdown_table(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for model, metrics in summary.items():
         cells = [
-            f"{mean:.0f} ± {sd:.0f}" if metric == "train_s" else f"{mean:.4f} ± {sd:.4f}"
+            f"{mean:.0f} ± {sd:.0f}"
+            if metric == "train_s"
+            else f"{mean * 1e4:.2f} ± {sd * 1e4:.2f}"
+            if metric == "brier_score"
+            else f"{mean:.4f} ± {sd:.4f}"
             for metric, (mean, sd) in metrics.items()
         ]
         lines.append("| " + " | ".join([model, *cells]) + " |")
@@ -311,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher_roc_auc_mean": mean("TabNet (default)" + TEACHER_SUFFIX, "roc_auc"),
         "train_s_per_model": round(summary["TabNet (default)"]["train_s"][0], 1),
         "xgb_roc_auc_mean": mean("XGBoost", "roc_auc"),
+        **calibration_summary(stratified, "TabNet (default)"),
         "lightgbm_auprc_mean": mean("LightGBM", "auprc"),
         "time_split_lightgbm_auprc": on_time_split("LightGBM"),
         "seeds": args.seeds,

@@ -14,6 +14,7 @@ from pytorch_tabnet.tab_model import TabNetClassifier
 from devstack.poller import LambdaContext
 from devstack.stack import load_function_module
 from fraud_training.onnx_export import explain_network, reference_network, torch_probabilities
+from fraud_training.tabnet_model import served_network
 from fraudlib.layout import CHAMPION_POINTER_KEY
 from fraudlib.model import FraudModel, raw_column_of
 from fraudlib.pointer import ChampionPointer
@@ -111,7 +112,9 @@ def test_api_probabilities_equal_the_torch_model(load_scoring, promoted, trained
     served = FraudModel.from_bundle_files(files["model.onnx"], files["preprocessing.json"], files["manifest.json"])
     raw = _raw_rows(200, seed=5)
     inputs = served.preprocessor.transform(raw)
-    expected = torch_probabilities(reference_network(tabnet.network), inputs)
+    # TabNet's network as the bundle serves it (behind its manifest's calibration).
+    calibration = json.loads(files["manifest.json"])["calibration"]
+    expected = torch_probabilities(reference_network(served_network(tabnet.network, calibration)), inputs)
 
     status, batch = call(
         app,

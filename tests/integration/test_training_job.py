@@ -13,7 +13,9 @@ import entrypoint
 from devstack.cfn import ResolvedStack, load_template
 from devstack.provision import provision
 from fraud_training import onnx_export
+from fraud_training.calibration import PlattScaling
 from fraud_training.onnx_export import PARITY_TOLERANCE, reference_network, torch_probabilities
+from fraud_training.tabnet_model import served_network
 from fraudlib import aws
 from fraudlib.coordination import TrainingCoordinator
 from fraudlib.layout import CHAMPION_POINTER_KEY, bundle_key
@@ -84,6 +86,10 @@ def test_first_training_publishes_a_complete_bundle_then_the_pointer(trained):
     assert metrics["auprc_ci_low"] <= metrics["auprc"] <= metrics["auprc_ci_high"]
     assert metrics["tp"] + metrics["fn"] == metrics["test_frauds"]
     assert manifest["baseline_lightgbm_metrics"]["auprc"] > 0
+    # Calibrated on validation: the served probabilities average about the test fraud rate.
+    assert manifest["calibration"]["method"] == "platt" and manifest["calibration"]["slope"] > 0
+    assert manifest["calibration"]["log_loss_after"] <= manifest["calibration"]["log_loss_before"]
+    assert 0.3 * metrics["fraud_rate"] < metrics["mean_fraud_probability"] < 3 * metrics["fraud_rate"]
     assert manifest["rows"] == 10_000 and manifest["split"] == {
         "mode": "stratified",
         "train": 6000,
@@ -117,12 +123,17 @@ def test_served_onnx_model_equals_the_torch_model(trained, tmp_path):
     inputs = served.preprocessor.transform(raw)
     # The saved TabNet network, evaluated by torch in float64 (what the graph was exported
     # from), and in its native float32.
-    exact = torch_probabilities(reference_network(torch_model.network), inputs)
-    native = torch_model.predict_proba(inputs.astype(np.float32))[:, 1]
+    # The network as the bundle serves it: behind the manifest's Platt scaling.
+    manifest = json.loads(get("manifest.json"))
+    calibration = PlattScaling.from_record(manifest["calibration"])
+    assert calibration is not None and calibration.slope > 0
+    exact = torch_probabilities(reference_network(served_network(torch_model.network, manifest["calibration"])), inputs)
+    native_classes = torch_model.predict_proba(inputs.astype(np.float32)).astype(np.float64)
+    native = calibration.probabilities(np.log(native_classes[:, 1]) - np.log(native_classes[:, 0]))
     served_probabilities = served.predict_proba(raw)
     # An all-float64 graph equals the network to rounding; the faster ones are within the
     # parity tolerance, as their manifest records.
-    precision = json.loads(get("manifest.json"))["onnx"]["precision"]
+    precision = manifest["onnx"]["precision"]
     assert np.max(np.abs(served_probabilities - exact)) <= (1e-9 if precision == "float64" else PARITY_TOLERANCE)
     assert np.max(np.abs(served_probabilities - native)) <= 1e-4
     assert served.predict_proba(raw[:1]).shape == (1,)

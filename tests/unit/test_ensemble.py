@@ -8,7 +8,6 @@ import zipfile
 import numpy as np
 import pytest
 from pytorch_tabnet.tab_model import TabNetClassifier, TabNetRegressor
-from scipy.special import expit
 
 from fraud_training import tabnet_model
 from fraud_training.config import PRESETS, TrainingConfig
@@ -73,11 +72,18 @@ def test_served_graph_is_the_members_mean(ensemble, tmp_path):
     members = np.array(
         [torch_probabilities(reference_network(member.network), prepared.test_x) for member in model.members]
     )
-    assert np.max(np.abs(served - members.mean(axis=0))) <= PARITY_TOLERANCE
+    # The members' mean probability, through the Platt scaling fitted on validation.
+    mean = members.mean(axis=0)
+    expected = model.calibration.probabilities(np.log(mean) - np.log1p(-mean))
+    assert np.max(np.abs(served - expected)) <= PARITY_TOLERANCE
     assert parity["max_abs_diff"] <= PARITY_TOLERANCE
     # The members are different models, so the mean is not any one of them.
-    assert min(np.max(np.abs(served - member)) for member in members) > 1e-4
-    assert np.max(np.abs(model.predict_fraud_proba(prepared.test_x) - members.mean(axis=0))) <= 1e-4
+    assert (
+        min(np.max(np.abs(served - model.calibration.probabilities(np.log(m) - np.log1p(-m)))) for m in members) > 1e-4
+    )
+    assert np.max(np.abs(model.predict_fraud_proba(prepared.test_x) - expected)) <= 1e-4
+    uncalibrated = dataclasses.replace(model, calibration=None)
+    assert np.max(np.abs(uncalibrated.predict_fraud_proba(prepared.test_x) - mean)) <= 1e-4
 
     explain, worst, _ = export_explain_graph(
         model.network, prepared.preprocessor.n_outputs, prepared.test_x[:200], Precision(parity["precision"])
@@ -146,7 +152,7 @@ def test_distilled_model_serves_the_student_alone(distilled):
     model, prepared = distilled
     graph, parity = export_served_graph(model.network, prepared.preprocessor.n_outputs, prepared.test_x)
     served = onnx_probabilities(graph, prepared.test_x)
-    student = expit(torch_probabilities_of_log_odds(model.student.network, prepared.test_x))
+    student = model.calibration.probabilities(torch_probabilities_of_log_odds(model.student.network, prepared.test_x))
     assert parity["max_abs_diff"] <= PARITY_TOLERANCE
     assert np.max(np.abs(served - student)) <= PARITY_TOLERANCE
     assert np.max(np.abs(model.predict_fraud_proba(prepared.test_x) - student)) <= 1e-4

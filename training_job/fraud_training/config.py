@@ -91,6 +91,10 @@ class TrainingConfig:
     epochs on every training row, labels unused; the members and the distilled network
     start from its encoder."""
     pretrain_patience: int = 5
+    calibrate: bool = True
+    """Platt-scale the served probabilities on the validation part (inside the served graph),
+    so that ``fraud_probability`` matches the data's fraud rate despite undersampling. A
+    monotone map: rankings and decisions at the threshold are unchanged."""
     pretraining_ratio: float = 0.5
     """Share of each row's features hidden for the pretrainer to rebuild (TabNet's name)."""
     # evaluation and promotion
@@ -131,6 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 50,
         "batch_size": 256,
         "virtual_batch_size": 128,
+        "calibrate": False,
     },
     # Small and fast, for tests on synthetic data: one network, a few epochs.
     "smoke": {

@@ -61,6 +61,11 @@ def point_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> d
         "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
         "precision_at_80_recall": precision_at_recall(labels, scores),
         "recall_at_1pct_fpr": recall_at_fpr(labels, scores),
+        # What the probabilities mean, beside how they rank: the Brier score and the mean
+        # probability against the fraud rate (equal for calibrated scores).
+        "brier_score": float(np.mean((np.asarray(scores, dtype=np.float64) - labels) ** 2)),
+        "mean_fraud_probability": float(np.mean(scores)),
+        "fraud_rate": float(np.mean(labels)),
         "tp": int(tp),
         "fp": int(fp),
         "tn": int(tn),

@@ -203,6 +203,13 @@ def _log_run_inputs(
         tracker.log_json(report, "trigger/drift_report.json")
 
 
+def _calibration_record(model: tabnet_model.TabNetEnsemble) -> dict[str, Any]:
+    """What the manifest says of the served probabilities' calibration."""
+    if model.calibration is not None:
+        return model.calibration.as_dict()
+    return {"method": "none", "reason": model.calibration_skipped or "calibrate=false"}
+
+
 def _teacher_metrics(
     model: tabnet_model.TabNetEnsemble, prepared: PreparedData, config: TrainingConfig
 ) -> dict[str, Any] | None:
@@ -256,6 +263,8 @@ def _train_and_publish(
     pretraining = model.pretraining.as_dict() if model.pretraining is not None else None
     if pretraining is not None:
         tracker.log_metrics(pretraining, prefix="pretraining_")
+    calibration = _calibration_record(model)
+    tracker.log_metrics(calibration, prefix="calibration_")
     # Export first, prove the graph equals the network, then evaluate what will be served.
     onnx_bytes, parity = export_served_graph(model.network, preprocessor.n_outputs, test_x)
     test_scores = onnx_probabilities(onnx_bytes, test_x)
@@ -302,6 +311,7 @@ def _train_and_publish(
         "metrics": metrics,
         "baseline_lightgbm_metrics": baseline_metrics,
         "feature_importances": importances,
+        "calibration": calibration,
         "ensemble": {
             "members": len(model.members),
             "epochs": model.epochs,

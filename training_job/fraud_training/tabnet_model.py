@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from pytorch_tabnet.tab_model import TabNetClassifier, TabNetRegressor
 from scipy.special import expit
 from sklearn.metrics import average_precision_score
 
+from fraud_training.calibration import CalibrationError, PlattScaling, fit_platt
 from fraud_training.config import TrainingConfig
 from fraud_training.prepare import PreparedData
 from fraud_training.split import undersample
@@ -171,6 +173,35 @@ class DistilledNetwork(torch.nn.Module):
         return self.network.forward_masks(features)
 
 
+class CalibratedNetwork(torch.nn.Module):
+    """A network with TabNet's two-class interface whose log-odds of fraud, ``z = l1 - l0``
+    (softmax of (l0, l1) is (1 - sigmoid(z), sigmoid(z))), pass through Platt scaling:
+    ``forward`` returns (0, slope * z + intercept). ``forward_masks`` is the network's own:
+    calibration changes no explanation."""
+
+    def __init__(self, network: torch.nn.Module, calibration: PlattScaling) -> None:
+        super().__init__()
+        self.network = network
+        self.slope = calibration.slope
+        self.intercept = calibration.intercept
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, sparsity_loss = self.network(features)
+        log_odds = logits[:, 1:2] - logits[:, 0:1]
+        return torch.cat([torch.zeros_like(log_odds), self.slope * log_odds + self.intercept], dim=1), sparsity_loss
+
+    def forward_masks(self, features: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.network.forward_masks(features)
+
+
+def served_network(network: torch.nn.Module, calibration_record: Mapping[str, Any] | None) -> torch.nn.Module:
+    """A saved network (``tabnet.zip``, ``tabnet-student.zip`` wrapped in
+    :class:`DistilledNetwork`) as its bundle serves it: behind the Platt scaling that the
+    manifest's ``calibration`` records, if any. ``model.onnx`` is this, exported."""
+    calibration = PlattScaling.from_record(calibration_record)
+    return network if calibration is None else CalibratedNetwork(network, calibration)
+
+
 @dataclass(frozen=True)
 class PretrainingSummary:
     """The self-supervised pretraining every network started from (not saved in the bundle:
@@ -202,20 +233,39 @@ class TabNetEnsemble:
     """What self-supervised pretraining did, when the networks started from it."""
     pretrainer: TabNetPretrainer | None = field(default=None, repr=False)
     """The pretrained encoder itself, in memory only, for :func:`distil` to start from."""
+    calibration: PlattScaling | None = None
+    """Platt scaling of the served probabilities (:func:`calibrate`), inside the served graph."""
+    calibration_skipped: str = ""
+    """Why calibration was asked for and not done (too few validation frauds), or empty."""
 
     @property
     def network(self) -> torch.nn.Module:
         """What the served graph is exported from: the student, the one network, or the
-        members' mean."""
+        members' mean; behind the calibration when there is one."""
+        network = self.uncalibrated_network
+        return network if self.calibration is None else CalibratedNetwork(network, self.calibration)
+
+    @property
+    def uncalibrated_network(self) -> torch.nn.Module:
         if self.student is not None:
             return DistilledNetwork(self.student.network)
         if len(self.members) == 1:
             return self.members[0].network
         return EnsembleNetwork([member.network for member in self.members])
 
+    def raw_log_odds(self, features: np.ndarray) -> np.ndarray:
+        """The served model's log-odds of fraud before calibration, by the torch network in
+        float32 as trained (what :class:`CalibratedNetwork` scales)."""
+        network = self.uncalibrated_network.eval()
+        with torch.no_grad():
+            logits, _ = network(torch.from_numpy(np.asarray(features, dtype=np.float32)))
+        return (logits[:, 1] - logits[:, 0]).numpy().astype(np.float64)
+
     def predict_fraud_proba(self, features: np.ndarray) -> np.ndarray:
-        """Probability of fraud of the served model by TabNet's own ``predict`` (float32,
-        torch): the student's, or the members' mean."""
+        """Probability of fraud of the served model by torch (float32): the student's, or
+        the members' mean; calibrated when the model is."""
+        if self.calibration is not None:
+            return self.calibration.probabilities(self.raw_log_odds(features))
         if self.student is not None:
             return expit(self.student.predict(features)[:, 0].astype(np.float64))
         return self.teacher_fraud_proba(features)
@@ -292,7 +342,29 @@ def train_tabnet(prepared: PreparedData, config: TrainingConfig) -> TabNetEnsemb
     if config.distill and len(members) > 1:
         student, rows = distil(ensemble, prepared, config)
         ensemble = dataclasses.replace(ensemble, student=student, student_rows=rows)
-    return ensemble
+    return calibrate(ensemble, prepared) if config.calibrate else ensemble
+
+
+def calibrate(model: TabNetEnsemble, prepared: PreparedData) -> TabNetEnsemble:
+    """The model with Platt scaling fitted on the validation part to its served network's
+    raw log-odds (any earlier calibration replaced). When the validation part cannot
+    calibrate (too few frauds), the model is returned uncalibrated, with the reason."""
+    uncalibrated = dataclasses.replace(model, calibration=None, calibration_skipped="")
+    raw = np.clip(uncalibrated.raw_log_odds(prepared.val_x), -LOG_ODDS_LIMIT, LOG_ODDS_LIMIT)
+    try:
+        calibration = fit_platt(raw, prepared.val_y)
+    except CalibrationError as exc:
+        log.warning("serving uncalibrated probabilities: %s", exc)
+        return dataclasses.replace(uncalibrated, calibration_skipped=str(exc))
+    log.info(
+        "calibrated on %s validation rows: slope %.3f, intercept %.3f, log loss %.5f -> %.5f",
+        f"{calibration.rows:,}",
+        calibration.slope,
+        calibration.intercept,
+        calibration.log_loss_before,
+        calibration.log_loss_after,
+    )
+    return dataclasses.replace(uncalibrated, calibration=calibration)
 
 
 def pretrain(
